@@ -1,0 +1,42 @@
+"""Runtime backends behind one runner shape (stage: runtime): torch, onnxruntime, tensorrt.
+
+`open_runner(artifact, backend)` picks the backend for an artifact: a torch module, an
+.onnx file (ONNX Runtime, CPU by default) or a TensorRT .plan.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from .base import Runner
+
+BACKENDS = ("torch", "ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")
+
+
+def open_runner(artifact, backend: str | None = None, **options) -> Runner:
+    """A runner for `artifact` (not yet entered). backend None: chosen from the artifact."""
+    if not isinstance(artifact, (str, Path)):
+        from .torch_backend import TorchRunner
+
+        return TorchRunner(artifact, **options)
+    path = Path(artifact)
+    if not path.is_file():
+        raise UserError(f"artifact not found: {path}")
+    if backend is None:
+        backend = "tensorrt" if path.suffix in (".plan", ".engine") else "ort-cpu"
+    if backend == "tensorrt":
+        from .tensorrt_backend import TensorRTRunner
+
+        return TensorRTRunner(path, **options)
+    if backend.startswith("ort"):
+        from .onnxruntime_backend import OnnxRuntimeRunner
+
+        provider = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "tensorrt"}.get(backend)
+        if provider is None:
+            raise UserError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+        return OnnxRuntimeRunner(path, provider=provider, **options)
+    raise UserError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+
+
+__all__ = ["BACKENDS", "Runner", "open_runner"]

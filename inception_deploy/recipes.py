@@ -1,0 +1,265 @@
+"""Recipes: one YAML file per model and deployment, validated on load (stage: configuration).
+
+A recipe names the model, its input and preprocessing, and holds one section per later
+stage (passes, calibration, precision, tolerances, engine). Unknown keys and wrong types
+are errors that give the key path and, for a misspelt key, the closest known one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import UserError
+
+# Bundled recipes live in the repository's top-level recipes/ folder (the package is
+# installed in editable mode by the README's set-up).
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Section):
+    arch: str
+    num_classes: Optional[int] = Field(None, ge=1, description="None: read from the weights (1000 for random init)")
+    aux_logits: Optional[bool] = Field(None, description="None: read from the weights (True for random init)")
+    transform_input: bool = False
+
+
+class PreprocessingSection(_Section):
+    """The one preprocessing every stage applies: resize, centre crop, scale, normalize, layout."""
+
+    size: list[int] = Field(..., description="[height, width] of the network input")
+    resize: Optional[int] = Field(None, description="resize the shorter side to this before cropping; None: resize straight to size")
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    mean: list[float] = [0.485, 0.456, 0.406]
+    std: list[float] = [0.229, 0.224, 0.225]
+    pixel_scale: float = Field(1 / 255, description="multiplies 8-bit pixels before mean/std")
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _square(cls, value: Any) -> Any:
+        return [value, value] if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "PreprocessingSection":
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError("size must be an integer or [height, width]")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("mean and std need 3 values, one per channel")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be positive")
+        return self
+
+
+class BatchRange(_Section):
+    min: int = Field(1, ge=1)
+    opt: int = Field(8, ge=1)
+    max: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "BatchRange":
+        if not self.min <= self.opt <= self.max:
+            raise ValueError("batch range needs min <= opt <= max")
+        return self
+
+
+class ExportSection(_Section):
+    opset: int = Field(17, ge=13, le=21)
+    input_name: str = "input"
+    output_name: str = "logits"
+    keep_aux: bool = False
+    dynamic_batch: bool = True
+    batch: BatchRange = BatchRange()
+
+
+class CalibrationSection(_Section):
+    method: Literal["max", "percentile", "entropy", "mse"] = "entropy"
+    percentile: float = Field(99.99, gt=0, le=100)
+    bins: int = Field(2048, ge=128)
+    count: int = Field(256, ge=1)
+    batch_size: int = Field(32, ge=1)
+    data: Optional[str] = Field(None, description="image folder, .npy/.npz, or 'digits-train'")
+    cache: Optional[str] = Field(None, description="calibration cache to reuse, relative to the recipe")
+    seed: int = 0
+
+
+class ExclusionRule(_Section):
+    """Keep matching nodes out of INT8: by node name, op type, or a regex on the name."""
+
+    name: Optional[str] = None
+    op_type: Optional[str] = None
+    regex: Optional[str] = None
+    reason: str = ""
+
+
+class Int8Section(_Section):
+    enabled: bool = True
+    per_channel: bool = True
+    unsigned_activations: bool = False
+    exclude: list[ExclusionRule] = []
+    accuracy_budget: Optional[float] = Field(None, ge=0, description="allowed top-1 agreement loss, in points")
+
+
+class Fp16Section(_Section):
+    enabled: bool = True
+    keep_io_types: bool = True
+    range_margin: float = Field(0.5, gt=0, le=1, description="keep FP32 where |x| exceeds this fraction of FP16 max")
+    keep_fp32_ops: list[str] = []
+
+
+class PrecisionSection(_Section):
+    fp16: Fp16Section = Fp16Section()
+    int8: Int8Section = Int8Section()
+
+
+class Tolerance(_Section):
+    """Verdict thresholds for one precision; a None threshold is not checked."""
+
+    max_abs_error_rel: Optional[float] = Field(None, ge=0, description="max |diff| / max |reference logit|")
+    max_abs_error: Optional[float] = Field(None, ge=0)
+    cosine_min: Optional[float] = Field(None, ge=-1, le=1)
+    top1_agreement_min: Optional[float] = Field(None, ge=0, le=1)
+    top5_agreement_min: Optional[float] = Field(None, ge=0, le=1)
+    top1_accuracy_drop_max: Optional[float] = Field(None, ge=0, description="in points (percent)")
+
+
+class TolerancesSection(_Section):
+    fp32: Tolerance = Tolerance(max_abs_error_rel=1e-5, max_abs_error=1e-6, cosine_min=0.99999, top1_agreement_min=1.0)
+    fp16: Tolerance = Tolerance(max_abs_error=0.01, cosine_min=0.9999, top1_agreement_min=0.995)
+    int8: Tolerance = Tolerance(top1_agreement_min=0.99, top1_accuracy_drop_max=0.5, cosine_min=0.99)
+
+
+class EngineSection(_Section):
+    batch: BatchRange = BatchRange()
+    workspace_mb: int = Field(4096, ge=16)
+    optimization_level: int = Field(3, ge=0, le=5)
+    timing_cache: Optional[str] = None
+
+
+class TrainingSection(_Section):
+    """How the bundled test model is trained (digits recipes only)."""
+
+    dataset: Literal["sklearn-digits"] = "sklearn-digits"
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    aux_loss_weight: float = Field(0.3, ge=0)
+    holdout_fraction: float = Field(0.25, gt=0, lt=1)
+    seed: int = 0
+
+
+class DataSection(_Section):
+    validation: Optional[str] = Field(None, description="image folder, .npy/.npz, 'digits-holdout' or 'synthetic'")
+    max_images: Optional[int] = Field(None, ge=1)
+
+
+class Recipe(_Section):
+    name: str
+    description: str = ""
+    model: ModelSection
+    preprocessing: PreprocessingSection
+    export: ExportSection = ExportSection()
+    passes: list[str] = ["eliminate-dropout-identity", "fold-batchnorm", "fold-constants", "strip-aux-heads"]
+    calibration: CalibrationSection = CalibrationSection()
+    precision: PrecisionSection = PrecisionSection()
+    tolerances: TolerancesSection = TolerancesSection()
+    engine: EngineSection = EngineSection()
+    training: Optional[TrainingSection] = None
+    data: DataSection = DataSection()
+    source: Optional[str] = Field(None, exclude=True, description="the file it was loaded from")
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return int(self.preprocessing.size[0]), int(self.preprocessing.size[1])
+
+    def preprocessing_dict(self) -> dict:
+        return self.preprocessing.model_dump(mode="json")
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json", exclude={"source"})
+
+
+def bundled_names() -> list[str]:
+    return sorted(p.stem for p in BUNDLED_DIR.glob("*.yaml"))
+
+
+def resolve_recipe_path(name_or_path: str | Path) -> Path:
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UserError(f"recipe file not found: {path}")
+        return path
+    bundled = BUNDLED_DIR / f"{text}.yaml"
+    if bundled.is_file():
+        return bundled
+    close = difflib.get_close_matches(text, bundled_names(), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f"; bundled: {', '.join(bundled_names())}"
+    raise UserError(f"unknown recipe '{text}'{hint}")
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    path = resolve_recipe_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a recipe must be a YAML mapping of sections (model, preprocessing, ...)")
+    return recipe_from_dict(raw, source=str(path))
+
+
+def recipe_from_dict(raw: dict, source: str = "<recipe>") -> Recipe:
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"{source}: {_describe(exc)}") from None
+    recipe.source = source
+    from .models import get_spec
+
+    get_spec(recipe.model.arch)  # an unknown architecture is a recipe error too
+    return recipe
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line for the first error: key path, what is wrong, and a did-you-mean for typos."""
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    path = ".".join(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
+        return f"unknown key '{path}'{hint}"
+    if error["type"] == "missing":
+        return f"missing key '{path}'"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"key '{path}': {message} (got {error.get('input')!r})"
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    model: Any = Recipe
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+        else:
+            return []
+    return sorted(name for name in model.model_fields if name != "source")
