@@ -61,6 +61,16 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:
 def _torch_load(path: Path, trust: bool):
     import torch
 
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if not head:
+        raise UserError(f"{path}: the file is empty; save or copy the checkpoint again")
+    if not head.startswith(b"PK") and head[:1] != b"\x80":
+        # torch.save writes a zip archive (or, before 1.6, a pickle starting with 0x80).
+        kind = "a text file" if head.isascii() else "an unknown binary format"
+        raise UserError(f"{path}: not a PyTorch checkpoint ({kind}, not a torch.save archive); "
+                        "give a .pth/.pt state dict, .safetensors, TorchScript or .pt2 file")
+
     if trust:
         log.warning("loading %s with full unpickling (--trust-checkpoint): it can run code", path)
         try:
@@ -85,6 +95,8 @@ def _torch_load(path: Path, trust: bool):
         raise UserError(f"{path}: could not be loaded: {_first_line(exc)}") from None
     except (EOFError, ValueError, OSError) as exc:
         raise UserError(f"{path}: truncated or corrupt checkpoint ({_first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle raises anything (KeyError, IndexError, ...)
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})") from None
 
 
 def _load_key(text: str) -> str:
@@ -128,7 +140,31 @@ def _load_exported_program(path: Path) -> Checkpoint:
         program = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"{path}: torch.export program could not be loaded: {_first_line(exc)}") from None
-    return Checkpoint(path, "exported_program", module=program.module())
+    return Checkpoint(path, "exported_program", module=_ExportedModule(program.module()))
+
+
+def _exported_module_class():
+    import torch
+
+    class ExportedModule(torch.nn.Module):
+        """Holds a torch.export graph module. Such modules refuse .eval()/.train() (they are
+        already specialised for inference), so mode switches stop here."""
+
+        def __init__(self, graph_module) -> None:
+            super().__init__()
+            self.graph_module = graph_module
+
+        def train(self, mode: bool = True):
+            return self
+
+        def forward(self, x):
+            return self.graph_module(x)
+
+    return ExportedModule
+
+
+def _ExportedModule(graph_module):
+    return _exported_module_class()(graph_module)
 
 
 def _unwrap_state_dict(obj, path: Path) -> dict:
