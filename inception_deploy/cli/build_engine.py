@@ -1,0 +1,69 @@
+"""`inception-deploy build-engine MODEL.onnx [--fp16|--int8] -o model.plan` (stage: build-engine).
+
+A thin layer over `inception_deploy.engine.build_engine`: lint, precision assertion, build,
+precision truth check, plan + manifest. Without TensorRT or a GPU it stops with one line
+(exit 2) and writes nothing.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .options import recipe_option
+
+
+@click.command("build-engine")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--fp16", is_flag=True, help="Assert MODEL is an FP16 graph and build it.")
+@click.option("--int8", is_flag=True, help="Assert MODEL is a Q/DQ (INT8) graph and build it.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Plan path [default: MODEL with .plan].")
+@recipe_option
+@click.option("--min-batch", type=int, help="Smallest batch of the optimization profile.")
+@click.option("--opt-batch", type=int, help="Batch TensorRT tunes kernels for.")
+@click.option("--max-batch", type=int, help="Largest batch of the optimization profile.")
+@click.option("--workspace-mb", type=int, help="Workspace memory limit in MB [recipe; 4096].")
+@click.option("--optimization-level", type=click.IntRange(0, 5), help="Builder optimization level 0-5 [recipe; 3].")
+@click.option("--timing-cache", type=click.Path(dir_okay=False),
+              help="Timing cache file, read when present and rewritten after the build.")
+@click.option("--target", help="Lint target [default: the installed TensorRT, else tensorrt-11].")
+@click.option("--no-precision-check", is_flag=True,
+              help="Write the plan even when layers run wider than the graph asks (not recommended).")
+def command(model, fp16, int8, output, recipe, min_batch, opt_batch, max_batch, workspace_mb, optimization_level,
+            timing_cache, target, no_precision_check) -> None:
+    """Build a TensorRT plan (plus MODEL.plan.json manifest) from an ONNX graph."""
+    from pydantic import ValidationError
+
+    from ..engine import PrecisionNotMaterialized, build_engine
+    from ..errors import UserError
+    from ..recipes import BatchRange, EngineSection, load_recipe
+
+    if fp16 and int8:
+        raise UserError("give --fp16 or --int8, not both: the graph has one precision")
+    precision = "fp16" if fp16 else "int8" if int8 else None
+    section = load_recipe(recipe).engine if recipe else EngineSection()
+    batch = None
+    if any(v is not None for v in (min_batch, opt_batch, max_batch)):
+        given = {k: v for k, v in (("min", min_batch), ("opt", opt_batch), ("max", max_batch)) if v is not None}
+        merged = {**section.batch.model_dump(), **given}  # flags not given keep the recipe's values
+        try:
+            batch = BatchRange(**merged)
+        except ValidationError as exc:
+            shown = " ".join(f"{k}={v}" for k, v in merged.items())
+            reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise UserError(f"batch range {shown} (flags over recipe): {reason}; "
+                            "set --min-batch/--opt-batch/--max-batch together") from None
+    try:
+        result = build_engine(model, output=output, precision=precision, batch=batch, workspace_mb=workspace_mb,
+                              optimization_level=optimization_level, timing_cache=timing_cache, target=target,
+                              engine=section, verify_precision=not no_precision_check)
+    except PrecisionNotMaterialized as exc:
+        for line in exc.report.lines():
+            click.echo(line, err=True)
+        raise
+    for warning in result.warnings:
+        click.echo(f"tensorrt warning: {warning}", err=True)
+    click.echo(result.precision_report.summary())
+    manifest = result.manifest
+    click.echo(f"wrote {result.plan_path} ({manifest.precision}, TensorRT {manifest.tensorrt_version}, "
+               f"{manifest.gpu_name} sm {manifest.compute_capability}, {manifest.build_seconds:.1f} s) "
+               f"and {result.manifest_path}")

@@ -1,0 +1,87 @@
+"""The manifest written beside every plan, and the checks that read it (stage: build-engine, runtime).
+
+A TensorRT plan runs only under the TensorRT version and on the GPU it was built for. The
+manifest (`model.plan.json`) records both, with the precision, the ONNX it came from
+(sha256), the profile shapes and the per-layer precisions, so a runner can refuse a plan
+with a sentence instead of a deserialization failure.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .. import __version__
+from ..errors import UserError
+from ..fileio import write_json_atomic
+
+MANIFEST_FORMAT = "inception-deploy/engine-manifest/1"
+
+
+class EngineManifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    format: str = MANIFEST_FORMAT
+    toolkit_version: str = __version__
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    precision: str
+    strongly_typed: bool = True
+    onnx_path: str
+    onnx_sha256: str
+    plan_sha256: str
+    inputs: list[str] = []
+    outputs: list[str] = []
+    profile: dict[str, dict[str, list[int]]] = {}  # input -> {"min": [...], "opt": [...], "max": [...]}
+    workspace_mb: int
+    optimization_level: int
+    timing_cache: Optional[str] = None
+    lint_target: str
+    build_seconds: float
+    built_at: str
+    layer_precisions: dict = {}
+
+
+def manifest_path(plan: str | Path) -> Path:
+    plan = Path(plan)
+    return plan.with_name(plan.name + ".json")
+
+
+def write_manifest(plan: str | Path, manifest: EngineManifest) -> Path:
+    return write_json_atomic(manifest_path(plan), manifest.model_dump(mode="json"))
+
+
+def read_manifest(plan: str | Path) -> Optional[EngineManifest]:
+    """The manifest beside `plan`, None when there is none; UserError when it is unreadable."""
+    path = manifest_path(plan)
+    if not path.is_file():
+        return None
+    try:
+        return EngineManifest.model_validate(json.loads(path.read_text()))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else exc.errors()[0]["msg"]
+        raise UserError(f"{path}: not a valid engine manifest ({reason}); rebuild the plan with "
+                        "`inception-deploy build-engine`") from None
+
+
+def check_runtime_compatibility(plan: str | Path, manifest: EngineManifest, plan_sha256: str,
+                                tensorrt_version: str, gpu_name: str, compute_capability: str) -> None:
+    """Refuse a plan built by another TensorRT version or for another GPU, naming both sides."""
+    plan = Path(plan)
+    if manifest.plan_sha256 != plan_sha256:
+        raise UserError(f"{manifest_path(plan)} describes another plan (sha256 differs from {plan.name}); "
+                        "rebuild with `inception-deploy build-engine` or delete the stale manifest")
+    same_trt = manifest.tensorrt_version == tensorrt_version
+    same_gpu = manifest.gpu_name == gpu_name and manifest.compute_capability == compute_capability
+    if same_trt and same_gpu:
+        return
+    built = f"TensorRT {manifest.tensorrt_version} on {manifest.gpu_name} (sm {manifest.compute_capability})"
+    here = f"TensorRT {tensorrt_version} on {gpu_name} (sm {compute_capability})"
+    what = "TensorRT version and GPU differ" if not (same_trt or same_gpu) else (
+        "TensorRT version differs" if not same_trt else "GPU differs")
+    raise UserError(f"{plan} was built by {built}; this machine has {here} ({what}): rebuild it here with "
+                    f"`inception-deploy build-engine {manifest.onnx_path}`")

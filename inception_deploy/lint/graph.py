@@ -1,0 +1,160 @@
+"""A read-only view of an ONNX graph for lint rules (stage: lint).
+
+Shape and type inference run once here; rules ask for a tensor's type, shape, constant
+value (looked up through Identity/Constant chains, as TensorRT's parser does), producer
+and consumers.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Optional
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+
+def describe_node(node: onnx.NodeProto, index: int | None = None) -> str:
+    name = node.name or (f"#{index}" if index is not None else (node.output[0] if node.output else "?"))
+    return f"{node.op_type} '{name}'"
+
+
+class GraphView:
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        try:
+            self.inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        except Exception:  # inference is a help here, never a requirement
+            self.inferred = model
+        self.graph = model.graph
+        self.nodes = list(self.graph.node)
+        self.initializers = {t.name: t for t in self.graph.initializer}
+        self.names = {id(n): describe_node(n, i) for i, n in enumerate(self.nodes)}
+
+    # --- structure -------------------------------------------------------------------
+    @cached_property
+    def producers(self) -> dict[str, onnx.NodeProto]:
+        return {out: node for node in self.nodes for out in node.output if out}
+
+    @cached_property
+    def consumers(self) -> dict[str, list[onnx.NodeProto]]:
+        found: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.nodes:
+            for name in node.input:
+                if name:
+                    found.setdefault(name, []).append(node)
+        return found
+
+    @cached_property
+    def graph_inputs(self) -> list[onnx.ValueInfoProto]:
+        return [v for v in self.graph.input if v.name not in self.initializers]
+
+    @cached_property
+    def graph_output_names(self) -> set[str]:
+        return {v.name for v in self.graph.output}
+
+    def name(self, node: onnx.NodeProto) -> str:
+        return self.names[id(node)]
+
+    def producer(self, tensor: str) -> Optional[onnx.NodeProto]:
+        return self.producers.get(tensor)
+
+    def producer_skipping_identity(self, tensor: str) -> Optional[onnx.NodeProto]:
+        node = self.producers.get(tensor)
+        while node is not None and node.op_type == "Identity":
+            node = self.producers.get(node.input[0])
+        return node
+
+    @cached_property
+    def opset(self) -> int:
+        for entry in self.model.opset_import:
+            if entry.domain in ("", "ai.onnx"):
+                return entry.version
+        return 0
+
+    # --- types and shapes -------------------------------------------------------------
+    @cached_property
+    def _value_infos(self) -> dict[str, onnx.ValueInfoProto]:
+        graph = self.inferred.graph
+        infos = {}
+        for value in list(graph.value_info) + list(graph.input) + list(graph.output):
+            infos[value.name] = value
+        return infos
+
+    def elem_type(self, tensor: str) -> int:
+        """ONNX element type, 0 when unknown."""
+        if tensor in self.initializers:
+            return self.initializers[tensor].data_type
+        info = self._value_infos.get(tensor)
+        if info is not None and info.type.HasField("tensor_type"):
+            return info.type.tensor_type.elem_type
+        const = self.constant(tensor)
+        if const is not None:
+            return onnx.helper.np_dtype_to_tensor_dtype(const.dtype)
+        return 0
+
+    def shape(self, tensor: str) -> Optional[list]:
+        """Dims as ints (static) or str (symbolic) or None (unknown); None if no shape."""
+        if tensor in self.initializers:
+            return list(self.initializers[tensor].dims)
+        info = self._value_infos.get(tensor)
+        if info is None or not info.type.tensor_type.HasField("shape"):
+            const = self.constant(tensor)
+            return list(const.shape) if const is not None else None
+        dims = []
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value"):
+                dims.append(dim.dim_value)
+            elif dim.HasField("dim_param"):
+                dims.append(dim.dim_param)
+            else:
+                dims.append(None)
+        return dims
+
+    def static_dim(self, tensor: str, axis: int) -> Optional[int]:
+        dims = self.shape(tensor)
+        if dims is None or not -len(dims) <= axis < len(dims):
+            return None
+        dim = dims[axis]
+        return dim if isinstance(dim, int) else None
+
+    # --- constants --------------------------------------------------------------------
+    def constant(self, tensor: str) -> Optional[np.ndarray]:
+        """The tensor's value when it is known before the build, else None."""
+        if not tensor:
+            return None
+        if tensor in self.initializers:
+            return numpy_helper.to_array(self.initializers[tensor])
+        node = self.producers.get(tensor)
+        if node is None:
+            return None
+        if node.op_type in ("Identity", "Cast") and node.input:
+            value = self.constant(node.input[0])
+            if value is None or node.op_type == "Identity":
+                return value
+            to = onnx.helper.get_attribute_value(next(a for a in node.attribute if a.name == "to"))
+            return value.astype(onnx.helper.tensor_dtype_to_np_dtype(to))
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    return numpy_helper.to_array(attr.t)
+                if attr.name in ("value_float", "value_int", "value_floats", "value_ints"):
+                    return np.array(onnx.helper.get_attribute_value(attr))
+        return None
+
+    def is_constant(self, tensor: str) -> bool:
+        return self.constant(tensor) is not None
+
+
+def attribute(node: onnx.NodeProto, name: str, default=None):
+    for attr in node.attribute:
+        if attr.name == name:
+            value = onnx.helper.get_attribute_value(attr)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def input_at(node: onnx.NodeProto, index: int) -> str:
+    """The node's input name at `index`, '' when absent (optional inputs)."""
+    return node.input[index] if len(node.input) > index else ""
