@@ -169,7 +169,8 @@ class Recipe(_Section):
     model: ModelSection
     preprocessing: PreprocessingSection
     export: ExportSection = ExportSection()
-    passes: list[str] = ["eliminate-dropout-identity", "fold-batchnorm", "fold-constants", "strip-aux-heads"]
+    passes: list[str] = ["eliminate-dropout-identity", "fold-batchnorm", "fold-constants", "fuse-pad",
+                         "flatten-concat", "strip-aux-heads"]
     calibration: CalibrationSection = CalibrationSection()
     precision: PrecisionSection = PrecisionSection()
     tolerances: TolerancesSection = TolerancesSection()
