@@ -1,0 +1,254 @@
+"""`validate`: reference and targets on the same inputs, judged by the recipe (stage: validate).
+
+Every input is checked before any model runs (targets exist, manifests agree with the
+recipe, runners start: a missing TensorRT is one line and exit 2, not a half-run). Then the
+data streams batch by batch through the shared preprocessing into the reference (PyTorch
+from recipe + weights, or an FP32 ONNX) and each target; only per-sample scalars and
+counters are kept. Verdicts come from `recipe.tolerances.<precision of the target>`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..errors import UserError
+from ..manifest import check_preprocessing, library_versions, read_manifest
+from .crops import PROTOCOLS, average_softmax, crop_batches
+from .layerwise import compare_layers
+from .metrics import ValidationComparison
+from .report import TargetResult, ValidationReport
+from .verdict import judge, onnx_precision, plan_precision
+
+ONNX_SUFFIXES = (".onnx",)
+PLAN_SUFFIXES = (".plan", ".engine")
+LAYERWISE_IMAGES = 16  # one batch is enough to locate a divergence; intermediate tensors are big
+
+
+def parse_shard(shard: Optional[str | tuple[int, int]]) -> Optional[tuple[int, int]]:
+    """'2/4' -> (2, 4): the second of four interleaved shards (1-based)."""
+    if shard is None:
+        return None
+    if isinstance(shard, tuple):
+        index, count = shard
+    else:
+        try:
+            index, count = (int(part) for part in str(shard).split("/"))
+        except ValueError:
+            raise UserError(f"--shard '{shard}': give i/n with 1 <= i <= n, e.g. 2/4") from None
+    if not 1 <= index <= count:
+        raise UserError(f"--shard '{index}/{count}': give i/n with 1 <= i <= n, e.g. 2/4")
+    return index, count
+
+
+def read_labels(path: str | Path, count: int) -> np.ndarray:
+    """Labels in dataset order: .npy, or text with one integer class per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"labels file not found: {path}")
+    try:
+        labels = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, dtype=np.int64, ndmin=1)
+    except ValueError as exc:
+        raise UserError(f"{path}: labels must be one integer class per line (or an .npy array) ({exc})") from None
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    if len(labels) != count:
+        raise UserError(f"{path}: {len(labels)} labels for {count} images; give one label per image, in dataset order")
+    return labels
+
+
+class _Target:
+    """A target artifact, inspected before anything runs."""
+
+    def __init__(self, path: Path, recipe, backend: str) -> None:
+        self.path = path
+        if not path.is_file():
+            raise UserError(f"target not found: {path}")
+        if path.suffix in ONNX_SUFFIXES:
+            import onnx
+
+            try:
+                model = onnx.load(str(path), load_external_data=False)
+            except Exception as exc:  # noqa: BLE001 - protobuf raises several types on garbage
+                raise UserError(f"{path}: not a readable ONNX model ({type(exc).__name__}); give an .onnx file") from None
+            self.manifest = read_manifest(model)
+            check_preprocessing(self.manifest, recipe, str(path))
+            self.precision = onnx_precision(model)
+            self.backend = backend
+        elif path.suffix in PLAN_SUFFIXES:
+            manifest_path = path.with_name(path.name + ".json")
+            self.manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+            self.precision = plan_precision(path)
+            self.backend = "tensorrt"
+        else:
+            raise UserError(f"{path}: unknown target type '{path.suffix}'; give an .onnx graph or a TensorRT .plan")
+
+    def runner(self):
+        from ..backends import open_runner
+
+        return open_runner(self.path, self.backend)
+
+
+def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=None, labels=None,
+             max_images: Optional[int] = None, output_dir=None, batch_size: int = 32, layerwise: bool = False,
+             crops: int = 1, shard=None, progress: bool = True, backend: str = "ort-cpu",
+             trust_checkpoint: bool = False) -> ValidationReport:
+    """Validate `targets` against the reference; write report.json/junit.xml/report.html to `output_dir`.
+
+    reference: an FP32 .onnx, or None for the PyTorch model from `recipe` + `weights`.
+    data: image folder, .npy/.npz, digits-holdout, synthetic[:N] (default: the recipe's data.validation).
+    The returned report's `exit_code` is the verdict (0 pass, 1 fail); bad input raises UserError.
+    """
+    from ..backends import open_runner
+    from ..recipes import load_recipe
+
+    started = time.perf_counter()
+    recipe = load_recipe(recipe) if isinstance(recipe, (str, Path)) else recipe
+    if not targets:
+        raise UserError("no targets to validate; give --target MODEL.onnx (or a .plan), repeatable")
+    if crops not in PROTOCOLS:
+        raise UserError(f"--crops {crops}: choose one of {', '.join(map(str, PROTOCOLS))}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    shard = parse_shard(shard)
+    checked = [_Target(Path(t), recipe, backend) for t in targets]
+    if reference is not None:
+        reference = Path(reference)
+        ref_target = _Target(reference, recipe, "ort-cpu")
+        if reference.suffix not in ONNX_SUFFIXES or ref_target.precision != "fp32":
+            raise UserError(f"--reference {reference}: the reference must be an FP32 ONNX graph "
+                            f"(this one is {ref_target.precision}); or leave it out to use PyTorch")
+
+    from ..data import choose_indices, open_dataset
+
+    source = data or recipe.data.validation
+    if source is None:
+        raise UserError(f"no validation data: give --data DIR|FILE|digits-holdout|synthetic, or set data.validation "
+                        f"in recipe '{recipe.name}'")
+    dataset = open_dataset(source, recipe.preprocessing)
+    if labels is not None:
+        dataset.labels = read_labels(labels, len(dataset))
+    indices = choose_indices(dataset, max_images or recipe.data.max_images, allow_fewer=True)
+    if shard is not None:
+        indices = indices[shard[0] - 1::shard[1]]
+
+    if reference is None:
+        from ..backends.torch_backend import TorchRunner
+        from ..reference import load_reference
+
+        ref = load_reference(recipe, weights, trust_checkpoint=trust_checkpoint, progress=progress)
+        ref_runner = TorchRunner(ref.module, recipe.export.input_name, [recipe.export.output_name])
+        ref_description = f"PyTorch {recipe.model.arch} ({ref.weights})"
+    else:
+        ref = None
+        ref_runner = open_runner(reference, "ort-cpu")
+        ref_description = f"ONNX Runtime CPU {reference}"
+
+    with contextlib.ExitStack() as stack:
+        # Start every runner before the first batch: a missing TensorRT or GPU fails now.
+        stack.enter_context(ref_runner)
+        runners = [stack.enter_context(t.runner()) for t in checked]
+        output_pairs = [_output_pairs(ref_runner, r, t.path) for r, t in zip(runners, checked)]
+        comparisons = [{cand: ValidationComparison(cand) for _, cand in pairs} for pairs in output_pairs]
+        images = _run(dataset, recipe, indices, batch_size, crops, ref_runner, runners, output_pairs,
+                      comparisons, progress)
+
+    results = []
+    names = _display_names([t.path for t in checked])
+    for target, name, outputs in zip(checked, names, comparisons):
+        tolerance = getattr(recipe.tolerances, target.precision)
+        checks = [check for c in outputs.values() for check in judge(name, c, tolerance, target.precision)]
+        results.append(TargetResult(str(target.path), name, target.precision, target.backend, target.manifest,
+                                    outputs, checks))
+
+    if layerwise:
+        _layerwise(results, checked, recipe, ref, reference, dataset, indices, progress)
+
+    seconds = time.perf_counter() - started
+    report = ValidationReport(
+        recipe=recipe.name, reference=ref_description,
+        data={"source": str(source), "images": images, "skipped": list(dataset.skipped), "crops": crops,
+              "shard": None if shard is None else f"{shard[0]}/{shard[1]}", "labels": dataset.labels is not None,
+              "indices_sha": _indices_digest(indices)},
+        targets=results, tolerances=recipe.tolerances.model_dump(mode="json"),
+        timing={"seconds": seconds, "images_per_second": images / seconds if seconds else None},
+        libraries=library_versions(),
+    )
+    if output_dir is not None:
+        report.write(output_dir)
+    return report
+
+
+def _output_pairs(ref_runner, runner, path) -> list[tuple[str, str]]:
+    """(reference output, target output) pairs: outputs of the same name, else the first of each."""
+    common = [name for name in ref_runner.output_names if name in runner.output_names]
+    if common:
+        return [(name, name) for name in common]
+    if not runner.output_names:
+        raise UserError(f"{path}: the target has no outputs")
+    return [(ref_runner.output_names[0], runner.output_names[0])]
+
+
+def _infer(runner, inputs: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    if len(inputs) <= batch_size:
+        return runner.infer({runner.input_names[0]: inputs})
+    parts = [runner.infer({runner.input_names[0]: inputs[i:i + batch_size]}) for i in range(0, len(inputs), batch_size)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def _run(dataset, recipe, indices, batch_size, crops, ref_runner, runners, output_pairs, comparisons, progress) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if crops == 1:
+        batches = ((x, 1, y, idx) for x, y, idx in dataset.batches(recipe.preprocessing, batch_size, indices))
+    else:
+        batches = crop_batches(dataset, recipe.preprocessing, crops, batch_size, indices)
+    done = 0
+    with Progress(TextColumn("validate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  disable=not progress, transient=True) as bar:
+        task = bar.add_task("validate", total=len(indices))
+        for inputs, per_image, labels, idx in batches:
+            ref_out = _infer(ref_runner, inputs, batch_size)
+            for runner, pairs, outputs in zip(runners, output_pairs, comparisons):
+                cand_out = _infer(runner, inputs, batch_size)
+                for ref_name, cand_name in pairs:
+                    a, b = ref_out[ref_name], cand_out[cand_name]
+                    if per_image > 1:
+                        a, b = average_softmax(a, per_image), average_softmax(b, per_image)
+                    outputs[cand_name].update(a, b.astype(np.float32, copy=False), labels)
+            done += len(idx)
+            bar.update(task, advance=len(idx))
+    if done == 0:
+        raise UserError(f"{dataset.name}: no readable images to validate on")
+    return done
+
+
+def _layerwise(results, checked, recipe, ref, reference, dataset, indices, progress) -> None:
+    """Compare intermediate tensors of the FP32 reference graph and each ONNX target."""
+    with tempfile.TemporaryDirectory(prefix="inception-deploy-layerwise-") as scratch:
+        if reference is None:
+            from ..export import export_onnx
+
+            # The reference graph for layer-wise comparison is the PyTorch model exported once.
+            reference = export_onnx(recipe, output=Path(scratch) / "reference.onnx", reference=ref, progress=False).path
+        inputs, _, _ = next(dataset.batches(recipe.preprocessing, LAYERWISE_IMAGES, indices[:LAYERWISE_IMAGES]))
+        for result, target in zip(results, checked):
+            if target.path.suffix not in ONNX_SUFFIXES:
+                continue  # a TensorRT plan has no addressable intermediate tensors here
+            result.layerwise = compare_layers(reference, target.path, inputs, target.precision, result.name)
+
+
+def _display_names(paths: list[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    return names if len(set(names)) == len(names) else [str(p) for p in paths]
+
+
+def _indices_digest(indices: np.ndarray) -> str:
+    from ..fileio import sha256_bytes
+
+    return sha256_bytes(np.asarray(indices, dtype=np.int64).tobytes())[:16]
