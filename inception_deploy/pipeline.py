@@ -42,8 +42,82 @@ def _export(state: PipelineState) -> None:
     state.lines += parity_lines(result)
 
 
+def _optimize(state: PipelineState) -> None:
+    from .passes import optimize_onnx
+
+    result = optimize_onnx(state.artifacts["fp32"], recipe=state.recipe)
+    state.artifacts["optimized"] = result.path
+    removed = sum(result.counts_before.values()) - sum(result.counts_after.values())
+    state.lines.append(f"PASSED | optimize | {', '.join(result.passes)} | {sum(result.counts_before.values())} -> "
+                       f"{sum(result.counts_after.values())} nodes ({removed} removed), outputs equal within tolerance")
+
+
+def _quantize(precision: str):
+    def stage(state: PipelineState) -> None:
+        from .precision import quantize_onnx
+
+        source = state.artifacts.get("optimized", state.artifacts["fp32"])
+        result = quantize_onnx(source, recipe=state.recipe, precision=precision, progress=state.progress)
+        state.artifacts[precision] = result.path
+        state.lines += result.lines()
+
+    return stage
+
+
+def _lint(state: PipelineState) -> None:
+    """Every graph the engine builder would take must pass TensorRT's ONNX parser rules."""
+    from .lint import lint_model
+
+    for name in ("optimized", "fp16", "int8"):
+        if name not in state.artifacts:
+            continue
+        report = lint_model(state.artifacts[name], target="tensorrt-11")
+        if not report:
+            state.exit_code = 1
+        verdict = "PASSED" if report else "FAILED"
+        state.lines.append(f"{verdict} | lint tensorrt-11 | {state.artifacts[name].name} | "
+                           f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+        state.lines += [f"  {finding}" for finding in report.errors[:10]]
+
+
+def _build_engines(state: PipelineState) -> None:
+    """TensorRT plans where TensorRT and a GPU exist; elsewhere a SKIPPED line says what is missing."""
+    from .engine.build import build_engine
+    from .errors import MissingDependency
+
+    for precision in ("fp16", "int8"):
+        if precision not in state.artifacts:
+            continue
+        try:
+            result = build_engine(state.artifacts[precision], precision=precision, engine=state.recipe.engine)
+        except MissingDependency as exc:
+            state.lines.append(f"SKIPPED | build-engine | {exc}")
+            return
+        state.artifacts[f"{precision}-plan"] = result.plan_path
+        state.lines.append(f"PASSED | build-engine | {result.plan_path.name}")
+
+
+def _validate(state: PipelineState) -> None:
+    """Every artifact against the PyTorch reference; the verdict is the pipeline's exit code."""
+    from .validate import validate
+
+    targets = list(state.artifacts.values())
+    report = validate(state.recipe, weights=state.weights, targets=targets,
+                      output_dir=state.output_dir / "validation", progress=state.progress,
+                      trust_checkpoint=state.trust_checkpoint)
+    state.lines += report.lines()
+    state.lines.append(f"reports: {state.output_dir / 'validation'}")
+    state.exit_code = max(state.exit_code, report.exit_code)
+
+
 STAGES: list[tuple[str, Callable[[PipelineState], None]]] = [
     ("export", _export),
+    ("optimize", _optimize),
+    ("quantize-fp16", _quantize("fp16")),
+    ("quantize-int8", _quantize("int8")),
+    ("lint", _lint),
+    ("build-engine", _build_engines),
+    ("validate", _validate),
 ]
 
 
