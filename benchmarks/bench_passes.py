@@ -31,6 +31,7 @@ def export_raw(arch: str, recipe_name: str, path: Path) -> Path:
     import torch
 
     from inception_deploy.models import build_model
+    from inception_deploy.models.common import WithAuxOutputs
     from inception_deploy.recipes import load_recipe
     from inception_deploy.reference import load_reference, reestimate_batchnorm
 
@@ -43,18 +44,11 @@ def export_raw(arch: str, recipe_name: str, path: Path) -> Path:
         reestimate_batchnorm(model, recipe, images=16, batch_size=8)
     names = ["logits", *model.aux_output_names]
 
-    class WithAux(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            return self.m.forward_all(x, with_aux=True)
 
     height, width = recipe.input_hw
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(WithAux(model).eval(), (torch.zeros(1, 3, height, width),), str(path), dynamo=False,
+        torch.onnx.export(WithAuxOutputs(model).eval(), (torch.zeros(1, 3, height, width),), str(path), dynamo=False,
                           opset_version=17, input_names=["input"], output_names=names,
                           dynamic_axes={n: {0: "batch"} for n in ["input", *names]},
                           do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE)

@@ -33,20 +33,12 @@ class Reference:
 
     def with_aux(self):
         """A module returning (logits, *aux logits), for --keep-aux export."""
-        import torch
+        from .models.common import WithAuxOutputs
 
         if not self.has_aux:
             raise UserError(f"{self.weights}: the model has no aux heads to keep (weights without aux1/AuxLogits keys, or a graph checkpoint)")
 
-        class _WithAux(torch.nn.Module):
-            def __init__(self, model):
-                super().__init__()
-                self.model = model
-
-            def forward(self, x):
-                return self.model.forward_all(x, with_aux=True)
-
-        return _WithAux(self.module).eval()
+        return WithAuxOutputs(self.module).eval()
 
     @property
     def aux_output_names(self) -> tuple[str, ...]:

@@ -118,6 +118,7 @@ def inception_v3_raw(tmp_path_factory) -> Path:
     import torch
 
     from inception_deploy.models import build_model
+    from inception_deploy.models.common import WithAuxOutputs
     from inception_deploy.reference import reestimate_batchnorm
 
     recipe = load_recipe("inception_v3")
@@ -125,16 +126,9 @@ def inception_v3_raw(tmp_path_factory) -> Path:
     model = build_model("inception_v3", num_classes=1000, aux_logits=True, transform_input=True)
     reestimate_batchnorm(model, recipe, images=8, batch_size=8)
 
-    class WithAux(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            return self.m.forward_all(x, with_aux=True)
 
     path = tmp_path_factory.mktemp("inception-v3-raw") / "inception_v3.onnx"
-    return _export_preserve(WithAux(model), 299, path, ["logits", "aux"])
+    return _export_preserve(WithAuxOutputs(model), 299, path, ["logits", "aux"])
 
 
 def test_googlenet_aux_bn_dropout_removed_outputs_unchanged(googlenet_raw, digits_recipe, tmp_path):

@@ -48,3 +48,15 @@ def init_truncated_normal(module: nn.Module, default_std: float) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+class WithAuxOutputs(nn.Module):
+    """Wraps a GoogLeNet/Inception3 so forward returns (logits, *aux logits), in eval mode
+    too: what --keep-aux exports, and how tests build graphs that still hold aux heads."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        return self.model.forward_all(x, with_aux=True)
