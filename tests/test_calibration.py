@@ -1,0 +1,147 @@
+"""Streaming statistics, calibrators, calibration caches and calibration data handling."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+from inception_deploy.cli import main
+from inception_deploy.errors import UserError
+from inception_deploy.precision import quantize_onnx
+from inception_deploy.precision.cache import BUNDLED_DIR, graph_sha256, read_cache, tensorrt_cache_text
+from inception_deploy.precision.calibrate import (EntropyCalibrator, MaxCalibrator, MseCalibrator,
+                                                  PercentileCalibrator, TensorStats)
+
+
+def test_histogram_merges_batches_exactly_and_keeps_a_fixed_size():
+    rng = np.random.default_rng(0)
+    stats = TensorStats("t", bins=256)
+    batches = [rng.normal(0, s, size=5000).astype(np.float32) for s in (0.1, 1.0, 4.0, 0.5)]
+    batches[0][:100] = 0.0
+    for b in batches:
+        stats.update(b)
+        assert stats.hist.shape == (256,)
+    everything = np.concatenate(batches)
+    assert stats.zeros == 100 and stats.hist.sum() == everything.size - 100
+    assert stats.absmax == pytest.approx(np.abs(everything).max())
+    edges = np.arange(257) * stats.width
+    expected, _ = np.histogram(np.abs(everything[everything != 0]), bins=edges)
+    assert np.abs(expected - stats.hist).sum() <= 4  # float rounding at bin edges only
+
+
+def test_calibrators_on_known_distributions():
+    rng = np.random.default_rng(1)
+    stats = TensorStats("t", bins=4096)
+    values = rng.uniform(-1, 1, size=200_000).astype(np.float32)
+    values[:5] = 50.0  # a few far outliers
+    stats.update(values)
+    assert MaxCalibrator().amax(stats) == pytest.approx(50.0)
+    assert PercentileCalibrator(99.0).amax(stats) == pytest.approx(0.99, abs=0.02)
+    laplace = TensorStats("l", bins=4096)
+    laplace.update(rng.laplace(0, 1, size=200_000).astype(np.float32))
+    assert 3.0 < EntropyCalibrator().amax(laplace) < 0.8 * laplace.absmax  # clips the long tail, not the bulk
+    gaussian = TensorStats("g", bins=4096)
+    for _ in range(4):
+        gaussian.update(rng.normal(0, 1, size=100_000).astype(np.float32))
+    mse = MseCalibrator().amax(gaussian)
+    assert 2.5 < mse < 0.95 * gaussian.absmax  # MSE-optimal int8 clipping of a Gaussian: a few sigma
+    assert 2.0 < EntropyCalibrator().amax(gaussian) < gaussian.absmax
+
+
+def test_cache_reused_without_data_and_refused_for_another_model(digits_onnx, tmp_path):
+    cache = tmp_path / "digits.calib.json"
+    first = quantize_onnx(digits_onnx, tmp_path / "a.int8.onnx", calib_data="digits-train", calib_count=48,
+                          calib_method="max", calib_cache=cache, progress=False)
+    stored = read_cache(cache)
+    assert first.calibration == "max on 48 images of digits-train"
+    assert stored["data"]["images"] == 48 and stored["model_sha256"] == graph_sha256(onnx.load(str(digits_onnx)))
+    assert stored["preprocessing"]["size"] == [64, 64]
+    reused = quantize_onnx(digits_onnx, tmp_path / "b.int8.onnx", calib_cache=cache, progress=False)
+    assert reused.calibration == f"reused {cache}"
+    assert onnx.load(str(tmp_path / "b.int8.onnx")).graph == onnx.load(str(tmp_path / "a.int8.onnx")).graph
+
+    other = onnx.load(str(digits_onnx))
+    weight = other.graph.initializer[0]
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.01, weight.name))
+    other_path = tmp_path / "other.onnx"
+    onnx.save(other, str(other_path))
+    result = CliRunner().invoke(main, ["quantize", str(other_path), "--calib-cache", str(cache),
+                                       "-o", str(tmp_path / "c.int8.onnx")])
+    assert result.exit_code == 2
+    assert f"error: {cache}: cannot reuse this calibration cache: it was made for another graph" in result.output
+    assert not (tmp_path / "c.int8.onnx").exists()
+
+    stored["preprocessing"]["mean"] = [0.1, 0.2, 0.3]
+    cache.write_text(json.dumps(stored))
+    with pytest.raises(UserError, match=r"it was made with preprocessing.mean=\[0.1, 0.2, 0.3\], the recipe says "
+                                        r"\[0.5, 0.5, 0.5\]"):
+        quantize_onnx(digits_onnx, tmp_path / "d.int8.onnx", calib_cache=cache, progress=False)
+
+
+def test_tensorrt_cache_text_holds_scales_as_big_endian_hex(tmp_path, digits_onnx):
+    cache = read_cache(BUNDLED_DIR / "googlenet-digits.calib.json")
+    lines = tensorrt_cache_text(cache).splitlines()
+    assert lines[0] == "TRT-100000-EntropyCalibration2"
+    name, hexed = lines[1].rsplit(": ", 1)
+    assert struct.unpack(">f", bytes.fromhex(hexed))[0] == pytest.approx(cache["tensors"][name]["amax"] / 127, rel=1e-6)
+    assert len(lines) == 1 + len(cache["tensors"])
+
+
+def test_committed_digits_cache_matches_the_bundled_model(digits_onnx):
+    cache = read_cache(BUNDLED_DIR / "googlenet-digits.calib.json")
+    assert cache["model_sha256"] == graph_sha256(onnx.load(str(digits_onnx)))
+    assert cache["method"] == "entropy" and cache["data"]["source"] == "digits-train" and cache["data"]["images"] == 256
+
+
+def test_committed_cache_for_another_graph_means_recalibration(digits_onnx, tmp_path):
+    model = onnx.load(str(digits_onnx))
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(
+        numpy_helper.to_array(model.graph.initializer[0]) * 0.99, model.graph.initializer[0].name))
+    path = tmp_path / "changed.onnx"
+    onnx.save(model, str(path))
+    result = quantize_onnx(path, calib_count=32, progress=False)
+    assert result.path == tmp_path / "changed.int8.onnx" and result.cache_path == tmp_path / "changed.calib.json"
+    assert result.notes and result.notes[0].startswith("recalibrating: the calibration cache")
+    assert "made for another graph" in result.notes[0]
+    assert result.calibration == "entropy on 32 images of digits-train"
+
+
+def _write_images(folder, good: int, bad: int):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        for i in range(good):
+            array = rng.integers(0, 255, size=(20, 20, 4), dtype=np.uint8)  # RGBA: converted
+            Image.fromarray(array).save(folder / label / f"{i}.png")
+        for i in range(bad):
+            (folder / label / f"broken{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+
+
+def test_unreadable_calibration_images_are_skipped_or_refused(digits_onnx, tmp_path):
+    folder = tmp_path / "imgs"
+    _write_images(folder, good=6, bad=1)
+    result = quantize_onnx(digits_onnx, tmp_path / "ok.int8.onnx", calib_data=folder, calib_count=12,
+                           calib_method="max", allow_fewer=True, progress=False)
+    cache = read_cache(result.cache_path)
+    assert cache["data"]["images"] + cache["data"]["skipped"] == 12 and cache["data"]["images"] >= 10
+
+    refused = CliRunner().invoke(main, ["quantize", str(digits_onnx), "--calib-data", str(folder), "--calib-count",
+                                        "14", "--calib-method", "max", "-o", str(tmp_path / "no.int8.onnx")])
+    assert refused.exit_code == 2
+    assert "only 12 of the 14 calibration images were readable (2 skipped" in refused.output
+    assert not (tmp_path / "no.int8.onnx").exists()
+
+    empty = tmp_path / "broken"
+    _write_images(empty, good=0, bad=2)
+    nothing = CliRunner().invoke(main, ["quantize", str(digits_onnx), "--calib-data", str(empty), "--calib-count",
+                                        "4", "--calib-method", "max", "-o", str(tmp_path / "none.int8.onnx")])
+    assert nothing.exit_code == 2
+    assert "no usable calibration images (4 unreadable)" in nothing.output

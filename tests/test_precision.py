@@ -1,0 +1,189 @@
+"""INT8 (explicit Q/DQ) and FP16 graphs of the trained digits GoogLeNet, run on ONNX Runtime CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+from inception_deploy.cli import main
+from inception_deploy.manifest import read_manifest
+from inception_deploy.precision import quantize_onnx
+from inception_deploy.recipes import recipe_from_dict
+
+
+@pytest.fixture(scope="session")
+def int8_result(digits_onnx, tmp_path_factory):
+    """INT8 with the committed entropy cache (calibration/googlenet-digits.calib.json)."""
+    out = tmp_path_factory.mktemp("int8") / "googlenet-digits.int8.onnx"
+    return quantize_onnx(digits_onnx, out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def fp16_result(digits_onnx, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fp16") / "googlenet-digits.fp16.onnx"
+    return quantize_onnx(digits_onnx, out, precision="fp16", calib_count=32, progress=False)
+
+
+def _producers(model):
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def _constants(model):
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def test_int8_conv_and_gemm_inputs_have_qdq_or_are_excluded(int8_result):
+    model = onnx.load(str(int8_result.path))
+    producers, constants = _producers(model), _constants(model)
+    excluded = {e.node for e in int8_result.excluded}
+    layers = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert len(layers) == 58
+    for node in layers:
+        if node.name in excluded:
+            continue
+        data_dq, weight_dq = producers.get(node.input[0]), producers.get(node.input[1])
+        assert data_dq is not None and data_dq.op_type == "DequantizeLinear", node.name
+        assert weight_dq is not None and weight_dq.op_type == "DequantizeLinear", node.name
+        assert producers[data_dq.input[0]].op_type == "QuantizeLinear"
+        assert constants[data_dq.input[1]].size == 1  # activations per tensor
+        weight = constants[weight_dq.input[0]]
+        assert weight.dtype == np.int8 and np.abs(weight).max() <= 127
+        scale = constants[weight_dq.input[1]]
+        axis = next(a.i for a in weight_dq.attribute if a.name == "axis")
+        assert axis == 0 and scale.shape == (weight.shape[0],)  # per output channel (Gemm has transB=1)
+        assert not np.any(constants[weight_dq.input[2]])  # symmetric
+        assert node.input[2] in constants and constants[node.input[2]].dtype == np.float32  # bias float
+        # Nothing on outputs: a Conv feeds its Relu, a Gemm the graph output.
+        consumers = [n for n in model.graph.node if node.output[0] in n.input]
+        assert all(c.op_type != "QuantizeLinear" for c in consumers)
+
+
+def test_int8_concat_inputs_share_one_scale_and_pools_stay_quantized(int8_result):
+    model = onnx.load(str(int8_result.path))
+    producers, constants = _producers(model), _constants(model)
+    concats = [n for n in model.graph.node if n.op_type == "Concat"]
+    assert len(concats) == 9
+    for node in concats:
+        scales = set()
+        for tensor in node.input:
+            dq = producers[tensor]
+            assert dq.op_type == "DequantizeLinear", f"{node.name} input {tensor} is float"
+            scales.add(float(constants[dq.input[1]]))
+        after = [n for n in model.graph.node if node.output[0] in n.input]
+        scales |= {float(constants[n.input[1]]) for n in after if n.op_type == "QuantizeLinear"}
+        assert len(scales) == 1, (node.name, scales)
+    for pool in (n for n in model.graph.node if n.op_type == "MaxPool"):
+        assert producers[pool.input[0]].op_type == "DequantizeLinear", pool.name
+        readers = [n for n in model.graph.node if pool.output[0] in n.input]
+        assert readers and all(r.op_type == "QuantizeLinear" for r in readers), pool.name
+
+
+def test_int8_accuracy_on_held_out_digits(int8_result):
+    ev = int8_result.evaluation
+    assert ev.source == "digits-holdout" and ev.main.count == 450 and ev.labelled == 450
+    assert ev.main.top1_agreement >= 0.99
+    assert abs(ev.candidate_top1 - ev.reference_top1) <= 0.005
+    assert ev.main.cosine_min > 0.99
+    assert int8_result.calibration.startswith("committed cache")
+
+
+def test_int8_graph_passes_tensorrt_lint_and_carries_manifest(int8_result):
+    from inception_deploy.lint import lint_model
+
+    report = lint_model(int8_result.path)
+    assert bool(report), [str(f) for f in report.findings]
+    manifest = read_manifest(onnx.load(str(int8_result.path)))
+    assert manifest["stage"] == "quantize"
+    assert [h["stage"] for h in manifest["history"]] == ["export", "quantize"]
+    assert manifest["history"][-1]["calibration"]["method"] == "entropy"
+
+
+def test_exclusion_rules_keep_layers_float_and_are_reported(digits_onnx, digits_recipe, tmp_path):
+    raw = digits_recipe.to_dict()
+    raw["precision"]["int8"]["exclude"] = [
+        {"name": "/conv1/conv/Conv", "reason": "first conv"},
+        {"op_type": "Gemm", "reason": "classifier"},
+        {"regex": r"^/inception5b/branch3/", "reason": "test regex"},
+    ]
+    recipe = recipe_from_dict(raw)
+    result = quantize_onnx(digits_onnx, tmp_path / "x.int8.onnx", recipe=recipe, progress=False)
+    reasons = {e.node: e.reason for e in result.excluded}
+    assert reasons == {"/conv1/conv/Conv": "first conv", "/fc/Gemm": "classifier",
+                       "/inception5b/branch3/branch3.0/conv/Conv": "test regex",
+                       "/inception5b/branch3/branch3.1/conv/Conv": "test regex"}
+    model = onnx.load(str(result.path))
+    producers = _producers(model)
+    for node in model.graph.node:
+        if node.name in reasons:
+            assert producers.get(node.input[0]) is None or producers[node.input[0]].op_type != "DequantizeLinear"
+            assert node.input[1] in _constants(model)  # float weight
+    assert "input_quantized" not in {o for n in model.graph.node for o in n.output}
+    assert result.evaluation.main.top1_agreement >= 0.99
+
+
+def test_fp16_graph_agrees_with_fp32(fp16_result):
+    model = onnx.load(str(fp16_result.path))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert sum(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer) >= 58
+    c = fp16_result.evaluation.main
+    assert c.top1_agreement == 1.0 and c.max_abs_error <= 0.01
+    assert fp16_result.kept_fp32 == []
+
+
+def test_fp16_keeps_tensors_near_the_fp16_range_in_fp32(digits_onnx, digits_recipe, tmp_path):
+    raw = digits_recipe.to_dict()
+    # A margin of 1e-4 puts the limit at 6.55: the deep Inception tensors (|x| up to ~11) pass it.
+    raw["precision"]["fp16"]["range_margin"] = 1e-4
+    result = quantize_onnx(digits_onnx, tmp_path / "m.fp16.onnx", recipe=recipe_from_dict(raw), precision="fp16",
+                           calib_count=32, progress=False)
+    assert result.kept_fp32
+    assert all("x FP16 max" in k.reason for k in result.kept_fp32)
+    model = onnx.load(str(result.path))
+    kept = {k.node for k in result.kept_fp32}
+    float32 = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    conv_kept = [n for n in model.graph.node if n.name in kept and n.op_type == "Conv"]
+    assert conv_kept and all(n.input[1] in float32 for n in conv_kept)
+    assert result.evaluation.main.top1_agreement == 1.0
+
+
+def test_cli_quantize_prints_comparison(digits_onnx, tmp_path):
+    out = tmp_path / "cli.int8.onnx"
+    result = CliRunner().invoke(main, ["quantize", str(digits_onnx), "--int8", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "FP32 vs INT8 on 450 images of digits-holdout" in result.output
+    assert "top-1 accuracy FP32 97." in result.output
+    assert out.is_file() and (tmp_path / "cli.calib.json").is_file() and (tmp_path / "cli.calib.trt.txt").is_file()
+
+
+def test_cli_refuses_bad_input_without_partial_artifact(tmp_path, digits_onnx):
+    missing = CliRunner().invoke(main, ["quantize", str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "o.onnx")])
+    assert missing.exit_code == 2
+    assert missing.output.strip().endswith("nope.onnx: no such ONNX file; pass the FP32 model from "
+                                           "`inception-deploy export` or `optimize`")
+    quantized = tmp_path / "q.onnx"
+    quantize_onnx(digits_onnx, quantized, progress=False)
+    again = CliRunner().invoke(main, ["quantize", str(quantized), "-o", str(tmp_path / "qq.onnx")])
+    assert again.exit_code == 2
+    assert "the graph is already quantized (it has Q/DQ nodes); quantize the FP32 model" in again.output
+    assert not (tmp_path / "qq.onnx").exists() and not (tmp_path / "o.onnx").exists()
+
+
+def test_accuracy_budget_keeps_most_sensitive_layers_float(digits_onnx, digits_recipe, tmp_path):
+    raw = digits_recipe.to_dict()
+    raw["calibration"]["percentile"] = 97.0  # clips hard: the all-INT8 graph loses ~4 points of agreement
+    raw["calibration"]["method"] = "percentile"
+    recipe = recipe_from_dict(raw)
+    result = quantize_onnx(digits_onnx, tmp_path / "b.int8.onnx", recipe=recipe, calib_count=64,
+                           accuracy_budget=1.0, sensitivity_images=64, progress=False)
+    report = result.sensitivity
+    assert report.loss_before_points > 1.0
+    assert report.met and report.loss_points <= 1.0 and report.kept
+    assert len(report.scores) == 58
+    top = sorted(report.scores, key=report.scores.get, reverse=True)[: len(report.kept)]
+    assert report.kept == top
+    assert {e.node for e in result.excluded} == set(report.kept)
+    assert any("kept float:" in line for line in report.lines())
