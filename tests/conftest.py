@@ -47,6 +47,17 @@ def digits_onnx(digits_export) -> Path:
 
 
 @pytest.fixture(scope="session")
+def digits_opt_onnx(digits_onnx, artifacts_dir) -> Path:
+    """The trained digits GoogLeNet after `optimize` (what `run` quantizes), .opt.onnx."""
+    from inception_deploy.passes import optimize_onnx
+
+    source = artifacts_dir / "digits-opt" / digits_onnx.name
+    source.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(digits_onnx, source)
+    return optimize_onnx(source, check="off").path
+
+
+@pytest.fixture(scope="session")
 def digits_onnx_aux(digits_recipe, digits_weights, artifacts_dir) -> Path:
     """The trained digits GoogLeNet exported with both aux heads as extra outputs."""
     from inception_deploy.export import export_onnx

@@ -93,9 +93,10 @@ def test_tensorrt_cache_text_holds_scales_as_big_endian_hex(tmp_path, digits_onn
     assert len(lines) == 1 + len(cache["tensors"])
 
 
-def test_committed_digits_cache_matches_the_bundled_model(digits_onnx):
+def test_committed_digits_cache_matches_the_bundled_model(digits_opt_onnx):
+    """Made for the optimized graph, the one `run` quantizes."""
     cache = read_cache(BUNDLED_DIR / "googlenet-digits.calib.json")
-    assert cache["model_sha256"] == graph_sha256(onnx.load(str(digits_onnx)))
+    assert cache["model_sha256"] == graph_sha256(onnx.load(str(digits_opt_onnx)))
     assert cache["method"] == "entropy" and cache["data"]["source"] == "digits-train" and cache["data"]["images"] == 256
 
 
@@ -145,3 +146,30 @@ def test_unreadable_calibration_images_are_skipped_or_refused(digits_onnx, tmp_p
                                         "4", "--calib-method", "max", "-o", str(tmp_path / "none.int8.onnx")])
     assert nothing.exit_code == 2
     assert "no usable calibration images (4 unreadable)" in nothing.output
+
+
+def test_vectorized_entropy_search_equals_the_candidate_loop():
+    """The KL search runs over all candidate thresholds at once; check it against the plain
+    per-candidate loop (TensorRT's algorithm, as written in NVIDIA's pytorch-quantization)."""
+    rng = np.random.default_rng(2)
+    stats = TensorStats("t", bins=600)
+    stats.update(np.abs(rng.standard_t(3, size=50_000)).astype(np.float32))
+    calibrator = EntropyCalibrator()
+    hist = stats.used_histogram()[0].astype(np.float64)
+    ends = np.arange(calibrator.start_bin, hist.size + 1)
+    expected = []
+    for i in ends:
+        p = hist[:i].copy()
+        p[-1] += hist[i:].sum()
+        group = (np.arange(i) * calibrator.levels) // i
+        sums = np.bincount(group, weights=hist[:i], minlength=calibrator.levels)
+        members = np.bincount(group, weights=hist[:i] > 0, minlength=calibrator.levels)
+        q = np.where(hist[:i] > 0, sums[group] / np.maximum(members[group], 1), 0.0)
+        p, q = p / p.sum(), q / q.sum()
+        mask = p > 0
+        expected.append(np.inf if np.any(q[mask] == 0) else float(np.sum(p[mask] * np.log(p[mask] / q[mask]))))
+    got = calibrator._divergences(stats.used_histogram()[0], ends)
+    assert np.array_equal(np.isinf(got), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert np.allclose(got[finite], np.array(expected)[finite], rtol=1e-6, atol=1e-9)
+    assert calibrator.amax(stats) == pytest.approx(ends[int(np.argmin(expected))] * stats.width)

@@ -15,10 +15,11 @@ from inception_deploy.recipes import recipe_from_dict
 
 
 @pytest.fixture(scope="session")
-def int8_result(digits_onnx, tmp_path_factory):
-    """INT8 with the committed entropy cache (calibration/googlenet-digits.calib.json)."""
+def int8_result(digits_opt_onnx, tmp_path_factory):
+    """INT8 of the optimized graph (what `run` quantizes) with the committed entropy cache
+    (calibration/googlenet-digits.calib.json)."""
     out = tmp_path_factory.mktemp("int8") / "googlenet-digits.int8.onnx"
-    return quantize_onnx(digits_onnx, out, progress=False)
+    return quantize_onnx(digits_opt_onnx, out, progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +42,9 @@ def test_int8_conv_and_gemm_inputs_have_qdq_or_are_excluded(int8_result):
     excluded = {e.node for e in int8_result.excluded}
     layers = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
     assert len(layers) == 58
+    # Only the 1024 -> 10 classifier stays float, by the TensorRT small-GEMM rule, and says so.
+    assert [(e.node, e.reason.split(":")[0]) for e in int8_result.excluded] == [
+        ("/fc/Gemm", "Gemm with a dimension of 10 < 16")]
     for node in layers:
         if node.name in excluded:
             continue
@@ -67,6 +71,10 @@ def test_int8_concat_inputs_share_one_scale_and_pools_stay_quantized(int8_result
     concats = [n for n in model.graph.node if n.op_type == "Concat"]
     assert len(concats) == 9
     for node in concats:
+        if node.name == "/inception5b/Concat":
+            # It feeds only avgpool -> the float classifier: no quantized reader, so no Q/DQ at all.
+            assert all(producers[t].op_type == "Relu" for t in node.input)
+            continue
         scales = set()
         for tensor in node.input:
             dq = producers[tensor]
@@ -97,11 +105,11 @@ def test_int8_graph_passes_tensorrt_lint_and_carries_manifest(int8_result):
     assert bool(report), [str(f) for f in report.findings]
     manifest = read_manifest(onnx.load(str(int8_result.path)))
     assert manifest["stage"] == "quantize"
-    assert [h["stage"] for h in manifest["history"]] == ["export", "quantize"]
+    assert [h["stage"] for h in manifest["history"]] == ["export", "optimize", "quantize"]
     assert manifest["history"][-1]["calibration"]["method"] == "entropy"
 
 
-def test_exclusion_rules_keep_layers_float_and_are_reported(digits_onnx, digits_recipe, tmp_path):
+def test_exclusion_rules_keep_layers_float_and_are_reported(digits_opt_onnx, digits_recipe, tmp_path):
     raw = digits_recipe.to_dict()
     raw["precision"]["int8"]["exclude"] = [
         {"name": "/conv1/conv/Conv", "reason": "first conv"},
@@ -109,7 +117,7 @@ def test_exclusion_rules_keep_layers_float_and_are_reported(digits_onnx, digits_
         {"regex": r"^/inception5b/branch3/", "reason": "test regex"},
     ]
     recipe = recipe_from_dict(raw)
-    result = quantize_onnx(digits_onnx, tmp_path / "x.int8.onnx", recipe=recipe, progress=False)
+    result = quantize_onnx(digits_opt_onnx, tmp_path / "x.int8.onnx", recipe=recipe, progress=False)
     reasons = {e.node: e.reason for e in result.excluded}
     assert reasons == {"/conv1/conv/Conv": "first conv", "/fc/Gemm": "classifier",
                        "/inception5b/branch3/branch3.0/conv/Conv": "test regex",
@@ -150,22 +158,22 @@ def test_fp16_keeps_tensors_near_the_fp16_range_in_fp32(digits_onnx, digits_reci
     assert result.evaluation.main.top1_agreement == 1.0
 
 
-def test_cli_quantize_prints_comparison(digits_onnx, tmp_path):
+def test_cli_quantize_prints_comparison(digits_opt_onnx, tmp_path):
     out = tmp_path / "cli.int8.onnx"
-    result = CliRunner().invoke(main, ["quantize", str(digits_onnx), "--int8", "-o", str(out), "-q"])
+    result = CliRunner().invoke(main, ["quantize", str(digits_opt_onnx), "--int8", "-o", str(out), "-q"])
     assert result.exit_code == 0, result.output
     assert "FP32 vs INT8 on 450 images of digits-holdout" in result.output
     assert "top-1 accuracy FP32 97." in result.output
     assert out.is_file() and (tmp_path / "cli.calib.json").is_file() and (tmp_path / "cli.calib.trt.txt").is_file()
 
 
-def test_cli_refuses_bad_input_without_partial_artifact(tmp_path, digits_onnx):
+def test_cli_refuses_bad_input_without_partial_artifact(tmp_path, digits_opt_onnx):
     missing = CliRunner().invoke(main, ["quantize", str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "o.onnx")])
     assert missing.exit_code == 2
     assert missing.output.strip().endswith("nope.onnx: no such ONNX file; pass the FP32 model from "
                                            "`inception-deploy export` or `optimize`")
     quantized = tmp_path / "q.onnx"
-    quantize_onnx(digits_onnx, quantized, progress=False)
+    quantize_onnx(digits_opt_onnx, quantized, progress=False)
     again = CliRunner().invoke(main, ["quantize", str(quantized), "-o", str(tmp_path / "qq.onnx")])
     assert again.exit_code == 2
     assert "the graph is already quantized (it has Q/DQ nodes); quantize the FP32 model" in again.output
@@ -182,8 +190,35 @@ def test_accuracy_budget_keeps_most_sensitive_layers_float(digits_onnx, digits_r
     report = result.sensitivity
     assert report.loss_before_points > 1.0
     assert report.met and report.loss_points <= 1.0 and report.kept
-    assert len(report.scores) == 58
+    assert len(report.scores) == 57  # every quantized layer; the 10-wide classifier is float by rule
     top = sorted(report.scores, key=report.scores.get, reverse=True)[: len(report.kept)]
     assert report.kept == top
-    assert {e.node for e in result.excluded} == set(report.kept)
+    assert {e.node for e in result.excluded} == {*report.kept, "/fc/Gemm"}
     assert any("kept float:" in line for line in report.lines())
+
+
+def test_unsigned_activation_option_gives_a_valid_faster_ort_graph(digits_opt_onnx, digits_recipe, int8_result,
+                                                                   tmp_path):
+    """precision.int8.unsigned_activations: uint8 Q/DQ (zero point 0, same scale) on tensors
+    that are never negative; the graph is valid, runs on ORT CPU and agrees with FP32."""
+    raw = digits_recipe.to_dict()
+    raw["precision"]["int8"]["unsigned_activations"] = True
+    result = quantize_onnx(digits_opt_onnx, tmp_path / "u8.int8.onnx", recipe=recipe_from_dict(raw), progress=False)
+    assert result.calibration.startswith("committed cache")
+    model = onnx.load(str(result.path))
+    onnx.checker.check_model(model, full_check=True)
+    constants = _constants(model)
+    zero_points = {n.input[0]: constants[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    unsigned = {t for t, z in zero_points.items() if z.dtype == np.uint8}
+    signed = {t for t, z in zero_points.items() if z.dtype == np.int8}
+    assert "input" in signed and len(unsigned) > 50  # the normalized image is signed; Relu/pool/Concat outputs not
+    assert all(not np.any(z) for z in zero_points.values())
+    # The same scales as the signed graph: only the storage type differs (and what TensorRT gets is the signed one).
+    reference = _constants(onnx.load(str(int8_result.path)))
+    scales = {n.input[0]: float(constants[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    signed_scales = {n.input[0]: float(reference[n.input[1]]) for n in onnx.load(str(int8_result.path)).graph.node
+                     if n.op_type == "QuantizeLinear"}
+    assert scales == signed_scales
+    ev = result.evaluation
+    assert ev.main.count == 450 and ev.main.top1_agreement >= 0.99
+    assert abs(ev.candidate_top1 - ev.reference_top1) <= 0.005

@@ -251,7 +251,7 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
                         write_tensorrt_cache)
     from .calibrate import METHODS, make_calibrator
     from .qdq import insert_qdq, plan_quantization
-    from .rules import rules_from_recipe
+    from .rules import SmallGemm, rules_from_recipe
 
     if calib_method is not None and calib_method not in METHODS:
         raise UserError(f"unknown calibration method '{calib_method}'; choose one of {', '.join(METHODS)}")
@@ -300,7 +300,8 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
     unsigned = None
     if int8_cfg.unsigned_activations:
         unsigned = {t for t, v in cache["tensors"].items() if v.get("min", -1.0) >= 0.0}
-    rules = rules_from_recipe(int8_cfg.exclude)
+    # The recipe's rules first (their reasons win), then the TensorRT defaults.
+    rules = [*rules_from_recipe(int8_cfg.exclude), SmallGemm.for_model(model)]
     budget = accuracy_budget if accuracy_budget is not None else int8_cfg.accuracy_budget
     report = None
     if budget is not None:
