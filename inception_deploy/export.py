@@ -22,7 +22,7 @@ import numpy as np
 from .compare import OutputComparison, compare_runners
 from .errors import ParityFailure, UserError
 from .fileio import atomic_path
-from .manifest import new_manifest, write_manifest
+from .manifest import new_manifest, read_manifest, write_manifest
 from .recipes import Recipe, load_recipe
 from .reference import Reference, load_reference
 
@@ -66,8 +66,6 @@ def export_onnx(recipe: Recipe | str, weights: Optional[str | Path] = None, outp
             _save(model, tmp)
             parity = check_parity(tmp, module, recipe, output_names)
     log.info("exported %s", target)
-    from .manifest import read_manifest
-
     return ExportResult(target, recipe, reference, output_names, parity, read_manifest(model))
 
 

@@ -74,7 +74,8 @@ def train(recipe, progress: bool = True) -> tuple[dict, dict]:
     cfg = recipe.training
     spec = get_spec(recipe.model.arch)
     height, width = recipe.input_hw
-    check_input_size(spec, height, width, with_aux=True)
+    with_aux = recipe.model.aux_logits is not False
+    check_input_size(spec, height, width, with_aux=with_aux)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
@@ -84,7 +85,7 @@ def train(recipe, progress: bool = True) -> tuple[dict, dict]:
     hold_inputs = torch.from_numpy(preprocess(list(hold_x), recipe.preprocessing))
 
     model = build_model(spec.name, num_classes=recipe.model.num_classes or 10,
-                        aux_logits=recipe.model.aux_logits is not False,
+                        aux_logits=with_aux,
                         transform_input=recipe.model.transform_input)
     steps_per_epoch = (len(inputs) + cfg.batch_size - 1) // cfg.batch_size
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=0.9,

@@ -21,7 +21,7 @@ class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
     def __init__(self, model: str | Path | bytes, provider: str = "cpu", threads: int | None = None,
-                 optimization: str = "all", intermediate_outputs: bool = False) -> None:
+                 optimization: str = "all") -> None:
         self.model = model
         self.provider = provider
         self.threads = threads
