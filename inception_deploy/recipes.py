@@ -105,6 +105,7 @@ class Int8Section(_Section):
     enabled: bool = True
     per_channel: bool = True
     unsigned_activations: bool = False
+    bias_correction: bool = Field(True, description="fold each layer's mean weight-rounding shift into its float bias")
     exclude: list[ExclusionRule] = []
     accuracy_budget: Optional[float] = Field(None, ge=0, description="allowed top-1 agreement loss, in points")
 

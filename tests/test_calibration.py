@@ -173,3 +173,18 @@ def test_vectorized_entropy_search_equals_the_candidate_loop():
     finite = np.isfinite(expected)
     assert np.allclose(got[finite], np.array(expected)[finite], rtol=1e-6, atol=1e-9)
     assert calibrator.amax(stats) == pytest.approx(ends[int(np.argmin(expected))] * stats.width)
+
+
+def test_cache_without_bias_shifts_is_refused_for_a_bias_corrected_graph(digits_opt_onnx, tmp_path):
+    cache = json.loads((BUNDLED_DIR / "googlenet-digits.calib.json").read_text())
+    cache.pop("bias_shift", None)
+    cache["params"]["bias_correction"] = False
+    old = tmp_path / "old.calib.json"
+    old.write_text(json.dumps(cache))
+    with pytest.raises(UserError, match="made without bias correction"):
+        quantize_onnx(digits_opt_onnx, tmp_path / "m.int8.onnx", calib_cache=old, progress=False)
+    assert not (tmp_path / "m.int8.onnx").exists()
+    # Without bias correction the same cache serves.
+    result = quantize_onnx(digits_opt_onnx, tmp_path / "m.int8.onnx", calib_cache=old, progress=False,
+                           bias_correction=False)
+    assert result.bias_corrected == [] and result.manifest["history"][-1]["bias_corrected_layers"] == 0

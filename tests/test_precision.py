@@ -222,3 +222,34 @@ def test_unsigned_activation_option_gives_a_valid_faster_ort_graph(digits_opt_on
     ev = result.evaluation
     assert ev.main.count == 450 and ev.main.top1_agreement >= 0.99
     assert abs(ev.candidate_top1 - ev.reference_top1) <= 0.005
+
+
+def test_bias_correction_removes_the_mean_shift_of_a_layers_output(digits_opt_onnx, digits_recipe, int8_result):
+    """One layer quantized alone, run on held-out digits (not the calibration images): int8
+    weight rounding moves the per-channel mean of the layer's output away from FP32; the
+    corrected float bias takes most of that shift out."""
+    from inception_deploy.data import choose_indices, open_dataset
+    from inception_deploy.precision.cache import amax_from_cache, read_cache
+    from inception_deploy.precision.evaluate import run, session
+    from inception_deploy.precision.qdq import correct_bias, insert_qdq, plan_quantization
+    from inception_deploy.precision.rules import OnlyLayers
+
+    model = onnx.load(str(digits_opt_onnx))
+    cache = read_cache(int8_result.cache_path)
+    assert cache["params"]["bias_correction"] is True and len(cache["bias_shift"]) >= 57
+    amax, _ = amax_from_cache(cache)
+    shifts = {k: np.asarray(v, dtype=np.float32) for k, v in cache["bias_shift"].items()}
+    convs = {n.name for n in model.graph.node if n.op_type == "Conv"}
+    layer = max(convs & set(shifts), key=lambda k: float(np.abs(shifts[k]).mean()))  # the conv rounding moves most
+    node = next(n for n in model.graph.node if n.name == layer)
+    plan = plan_quantization(model, [OnlyLayers(frozenset({layer}))])
+    plain, corrected = insert_qdq(model, plan, amax), insert_qdq(model, plan, amax)
+    assert correct_bias(corrected, plan, shifts) == [layer]
+    for graph in (model, plain, corrected):
+        graph.graph.output.append(onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
+    dataset = open_dataset("digits-holdout", digits_recipe.preprocessing)
+    inputs = np.concatenate([x for x, _, _ in dataset.batches(digits_recipe.preprocessing, 64,
+                                                               choose_indices(dataset, 256, seed=0))])
+    fp32, *quantized = (run(session(g), inputs)[node.output[0]] for g in (model, plain, corrected))
+    shift_before, shift_after = (np.abs((q - fp32).mean(axis=(0, 2, 3))).mean() for q in quantized)
+    assert shift_after < 0.5 * shift_before, (layer, shift_before, shift_after)

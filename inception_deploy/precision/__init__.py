@@ -5,11 +5,13 @@ ONNX graph, and measured on ONNX Runtime CPU before any engine exists.
 
     quantize_onnx(input_path, output_path=None, recipe=None, precision="int8"|"fp16",
                   calib_data=None, calib_count=None, calib_method=None, calib_cache=None,
-                  accuracy_budget=None, progress=True) -> QuantizeResult
+                  accuracy_budget=None, progress=True, bias_correction=True) -> QuantizeResult
 
 INT8: one streamed calibration pass (calibrate.py) -> amax per tensor (or a cache,
 cache.py) -> Q/DQ placed by TensorRT's rules (qdq.py) minus the exclusions (rules.py),
-optionally fewer layers quantized to meet an accuracy budget (sensitivity.py). FP16:
+optionally fewer layers quantized to meet an accuracy budget (sensitivity.py), and each
+quantized layer's float bias corrected for the mean shift its weight rounding causes
+(qdq.bias_shifts, from the per-tensor mean maps of the same calibration pass). FP16:
 fp16.py. Both are compared with the FP32 graph on the data at hand (evaluate.py) and carry
 the manifest with this stage appended.
 """
@@ -44,6 +46,7 @@ class QuantizeResult:
     excluded: list = field(default_factory=list)  # qdq.Exclusion (int8)
     kept_fp32: list = field(default_factory=list)  # fp16.KeptFp32 (fp16)
     quantized_layers: int = 0
+    bias_corrected: list = field(default_factory=list)  # layers whose bias absorbs their weight-rounding shift
     sensitivity: object = None  # sensitivity.SensitivityReport
     evaluation: object = None  # evaluate.Evaluation
     notes: list[str] = field(default_factory=list)
@@ -54,8 +57,8 @@ class QuantizeResult:
         label = self.precision.upper()
         lines = list(self.notes)
         if self.precision == "int8":
-            lines.append(f"INT8: {self.quantized_layers} Conv/Gemm layers quantized, {len(self.excluded)} kept float; "
-                         f"calibration: {self.calibration}")
+            lines.append(f"INT8: {self.quantized_layers} Conv/Gemm layers quantized, {len(self.excluded)} kept float, "
+                         f"{len(self.bias_corrected)} bias-corrected; calibration: {self.calibration}")
             for item in self.excluded:
                 lines.append(f"  kept float: {item.node} ({item.op_type}): {item.reason}")
         else:
@@ -152,26 +155,43 @@ def _save(model, path: Path, manifest: dict) -> None:
         onnx.checker.check_model(str(tmp))
 
 
+def calibration_params(method: str, recipe, bias_correction: bool) -> dict:
+    """The cache's `params`: the calibrator's, plus whether bias shifts were measured (a cache
+    without them cannot serve a bias-corrected graph)."""
+    from .calibrate import make_calibrator
+
+    return {**make_calibrator(method, recipe.calibration.percentile).params(), "bias_correction": bool(bias_correction)}
+
+
 def calibrate_model(model, recipe, source: str, count: Optional[int], method: str, progress: bool = True,
-                    allow_fewer: bool = False, tensors: Optional[list[str]] = None) -> dict:
-    """Stream `count` images of `source` once and return the cache dict (tensor -> amax)."""
+                    allow_fewer: bool = False, tensors: Optional[list[str]] = None,
+                    bias_correction: bool = True) -> dict:
+    """Stream `count` images of `source` once and return the cache dict (tensor -> amax, and
+    with `bias_correction` layer -> bias shift of every Conv/Gemm that can be quantized)."""
     from .cache import make_cache
     from .calibrate import BATCH_BYTES_BUDGET, collect_statistics, make_calibrator, per_image_bytes, stream_calibration_batches
-    from .qdq import plan_quantization
+    from .qdq import bias_shifts, plan_quantization
 
     cfg = recipe.calibration
     calibrator = make_calibrator(method, cfg.percentile)
-    tensors = tensors if tensors is not None else list(plan_quantization(model).activations)
+    full_plan = plan_quantization(model)  # no exclusions: the cache serves any rule set
+    tensors = tensors if tensors is not None else list(full_plan.activations)
+    nodes = {n.name: n for n in model.graph.node}
+    means = {nodes[layer].input[0] for layer in full_plan.layers} & set(tensors) if bias_correction else set()
     per_image = max(per_image_bytes(model, tensors), 1)
     batch_size = max(1, min(cfg.batch_size, BATCH_BYTES_BUDGET // per_image))
     info, batches = stream_calibration_batches(recipe, source, count, batch_size, allow_fewer)
     stats = collect_statistics(model, tensors, batches, histogram=calibrator.needs_histogram,
-                               bins=2 * cfg.bins, progress=progress, total=len(info.items))
+                               bins=2 * cfg.bins, progress=progress, total=len(info.items), means=means)
     amax = {t: float(calibrator.amax(s)) for t, s in stats.items()}
     absmax = {t: s.absmax for t, s in stats.items()}
-    cache = make_cache(model, recipe, method, calibrator.params(), amax, absmax, info)
+    params = calibration_params(method, recipe, bias_correction)
+    cache = make_cache(model, recipe, method, params, amax, absmax, info)
     for name, s in stats.items():
         cache["tensors"][name]["min"] = s.min
+    if bias_correction:
+        shifts = bias_shifts(model, full_plan, {t: stats[t].mean_map for t in means})
+        cache["bias_shift"] = {layer: [float(v) for v in shift] for layer, shift in sorted(shifts.items())}
     log.info("calibrated %d tensors on %d images of %s (%s)", len(tensors), info.used, source, method)
     return cache
 
@@ -179,8 +199,13 @@ def calibrate_model(model, recipe, source: str, count: Optional[int], method: st
 def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "int8", calib_data=None,
                   calib_count: Optional[int] = None, calib_method: Optional[str] = None, calib_cache=None,
                   accuracy_budget: Optional[float] = None, progress: bool = True,
-                  allow_fewer: bool = False, sensitivity_images: int = SENSITIVITY_IMAGES) -> QuantizeResult:
-    """FP32 ONNX -> INT8 (Q/DQ) or FP16 ONNX, compared with the FP32 graph on the data at hand."""
+                  allow_fewer: bool = False, sensitivity_images: int = SENSITIVITY_IMAGES,
+                  bias_correction: Optional[bool] = None) -> QuantizeResult:
+    """FP32 ONNX -> INT8 (Q/DQ) or FP16 ONNX, compared with the FP32 graph on the data at hand.
+
+    `bias_correction` (INT8; None: the recipe's precision.int8.bias_correction): subtract from
+    each quantized layer's float bias the mean output shift its int8 weights cause on the
+    calibration data (numbers in calibration/README.md)."""
     from ..manifest import add_stage, new_manifest, read_manifest
     from ..fileio import sha256_file, sha256_json
 
@@ -197,6 +222,8 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
         raise UserError(f"--calib-count must be at least 1, got {calib_count}")
     base = manifest or new_manifest("external", recipe, inputs={"model": str(input_path)})
     inputs = {"model": str(input_path), "model_sha256": sha256_file(input_path)}
+    if bias_correction is None:
+        bias_correction = recipe.precision.int8.bias_correction
     calib_source = str(calib_data) if calib_data is not None else recipe.calibration.data
     count = calib_count or recipe.calibration.count
 
@@ -206,10 +233,11 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
     else:
         result, cache = _int8(model, recipe, output_path, calib_data, calib_source, count, calib_count,
                               calib_method, calib_cache, accuracy_budget, progress, allow_fewer,
-                              sensitivity_images)
+                              sensitivity_images, bias_correction)
         inputs["calibration_cache_sha256"] = sha256_json(cache)
         details = {"precision": "int8", "calibration": {k: cache[k] for k in ("method", "params", "data")},
                    "excluded": [e.__dict__ for e in result.excluded],
+                   "bias_corrected_layers": len(result.bias_corrected),
                    "accuracy_budget": result.sensitivity.summary() if result.sensitivity else None}
     source, batches = _eval_batches(recipe, calib_source)
     if batches is not None:
@@ -246,11 +274,11 @@ def _fp16(model, recipe, output_path, calib_source, count, progress, allow_fewer
 
 
 def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_count, calib_method, calib_cache,
-          accuracy_budget, progress, allow_fewer, sensitivity_images):
+          accuracy_budget, progress, allow_fewer, sensitivity_images, bias_correction=True):
     from .cache import (amax_from_cache, bundled_cache, mismatch, read_cache, write_cache,
                         write_tensorrt_cache)
-    from .calibrate import METHODS, make_calibrator
-    from .qdq import insert_qdq, plan_quantization
+    from .calibrate import METHODS
+    from .qdq import correct_bias, insert_qdq, plan_quantization
     from .rules import SmallGemm, rules_from_recipe
 
     if calib_method is not None and calib_method not in METHODS:
@@ -261,6 +289,8 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
     if calib_cache is not None and Path(calib_cache).exists() and calib_data is None:
         cache = read_cache(calib_cache)
         why = mismatch(cache, model, recipe, calib_method, tensors)
+        if why is None and bias_correction and "bias_shift" not in cache:
+            why = "it was made without bias correction (no bias shifts), which is on"
         if why:
             raise UserError(f"{calib_cache}: cannot reuse this calibration cache: {why}; "
                             "recalibrate with --calib-data (and a new --calib-cache path)")
@@ -278,8 +308,8 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
                 continue
             stored = read_cache(path)
             why = mismatch(stored, model, recipe, method, tensors)
-            wanted = make_calibrator(method, recipe.calibration.percentile).params()
-            if why is None and stored.get("params") != wanted:
+            wanted = calibration_params(method, recipe, bias_correction)
+            if why is None and {"bias_correction": False, **stored.get("params", {})} != wanted:
                 why = f"it was made with {method} parameters {stored.get('params')}, the recipe asks for {wanted}"
             if why is None and calib_count is not None and stored["data"]["images"] != calib_count:
                 why = f"it was made on {stored['data']['images']} images, {calib_count} were asked for"
@@ -291,7 +321,8 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
         if calib_source is None:
             raise UserError("no calibration data: pass --calib-data DIR|FILE.npz (or --calib-cache FILE), "
                             f"or set calibration.data in recipe '{recipe.name}'")
-        cache = calibrate_model(model, recipe, calib_source, count, method, progress, allow_fewer, tensors)
+        cache = calibrate_model(model, recipe, calib_source, count, method, progress, allow_fewer, tensors,
+                                bias_correction)
         how = f"{method} on {cache['data']['images']} images of {calib_source}"
     for note in notes:
         log.warning(note)
@@ -315,6 +346,10 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
         report, rules = fit_budget(model, rules, amax, inputs, budget, unsigned)
     plan = plan_quantization(model, rules)
     quantized = insert_qdq(model, plan, amax, unsigned)
+    corrected = []
+    if bias_correction:
+        shifts = {layer: np.asarray(v, dtype=np.float32) for layer, v in cache.get("bias_shift", {}).items()}
+        corrected = correct_bias(quantized, plan, shifts)
     cache_path = Path(calib_cache) if calib_cache is not None else default_cache_path(output_path)
     trt_path = cache_path.with_name(cache_path.name.removesuffix(".json") + ".trt.txt")
     if not how.startswith("reused"):  # a reused cache is already where the user keeps it
@@ -322,6 +357,7 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
     write_tensorrt_cache(cache, trt_path)
     result = QuantizeResult(output_path, "int8", cache_path=cache_path, tensorrt_cache_path=trt_path, method=cache["method"],
                             calibration=how, images=cache["data"]["images"], excluded=plan.excluded,
-                            quantized_layers=len(plan.layers), sensitivity=report, notes=notes)
+                            quantized_layers=len(plan.layers), sensitivity=report, notes=notes,
+                            bias_corrected=corrected)
     result.model = quantized
     return result, cache

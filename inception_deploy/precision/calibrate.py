@@ -48,6 +48,18 @@ class TensorStats:
     width: float = 0.0
     hist: Optional[np.ndarray] = None
     zeros: int = 0  # exact zeros (after Relu, often most values): kept out of the histogram
+    # Running sum over the batch axis (a C x H x W map, fixed size) for bias correction: the
+    # mean image, from which the mean of every im2col patch (padding included) follows.
+    track_mean: bool = False
+    mean_sum: Optional[np.ndarray] = None
+    mean_count: int = 0
+
+    @property
+    def mean_map(self) -> Optional[np.ndarray]:
+        """E[x] over the images, shape (1, *x.shape[1:]); None when not tracked."""
+        if self.mean_sum is None or self.mean_count == 0:
+            return None
+        return (self.mean_sum / self.mean_count).astype(np.float32)[None]
 
     @property
     def absmax(self) -> float:
@@ -56,6 +68,10 @@ class TensorStats:
     def update(self, x: np.ndarray, histogram: bool = True) -> None:
         if x.size == 0:
             return
+        if self.track_mean and x.ndim >= 2:
+            batch_sum = x.sum(axis=0, dtype=np.float64)
+            self.mean_sum = batch_sum if self.mean_sum is None else self.mean_sum + batch_sum
+            self.mean_count += x.shape[0]
         flat = x.reshape(-1)
         low, high = float(flat.min()), float(flat.max())
         self.min, self.max = min(self.min, low), max(self.max, high)
@@ -313,9 +329,10 @@ def per_image_bytes(model, tensors: Iterable[str]) -> int:
 
 def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray], histogram: bool = True,
                        bins: int = 4096, progress: bool = False, total: Optional[int] = None,
-                       threads: Optional[int] = None) -> dict[str, TensorStats]:
+                       threads: Optional[int] = None, means: Iterable[str] = ()) -> dict[str, TensorStats]:
     """One pass: run `model` (an FP32 onnx.ModelProto) on each batch with every tensor in
-    `tensors` added as an output, and fold each batch into that tensor's statistics."""
+    `tensors` added as an output, and fold each batch into that tensor's statistics.
+    Tensors in `means` (a subset of `tensors`) also keep their mean map (bias correction)."""
     import onnx
     import onnxruntime as ort
 
@@ -334,7 +351,8 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
     del augmented
     input_name = session.get_inputs()[0].name
     wanted = [t for t in tensors if t not in graph_inputs]
-    stats = {t: TensorStats(t, bins=bins) for t in tensors}
+    means = set(means)
+    stats = {t: TensorStats(t, bins=bins, track_mean=t in means) for t in tensors}
 
     def fold(batch: np.ndarray, outputs: list) -> None:
         for name, value in zip(wanted, outputs):
