@@ -322,7 +322,7 @@ def test_runner_refuses_a_plan_from_another_tensorrt_and_gpu():
 
 
 # --- on a GPU machine: build, run, compare with PyTorch ---------------------------------------
-# These run the commands of docs/gpu.md. They never run on the CPU-only machines of CI.
+# These run the commands of the README's "On a GPU machine" section. They never run on the CPU-only machines of CI.
 
 def gpu_only(test):
     """Marked `gpu`, and skipped before any fixture (training, quantizing) runs where TensorRT or a GPU is missing."""
@@ -348,37 +348,66 @@ def quantized_graphs(digits_onnx, tmp_path_factory):
     return {"fp16": fp16, "int8": int8}
 
 
-@gpu_only
-@pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_gpu_build_run_and_parity_with_pytorch(precision, quantized_graphs, digits_export, tmp_path):
+@pytest.fixture(scope="module")
+def inception_v3_graphs(inception_v3_random_export, tmp_path_factory):
+    """Inception v3 at 299 (random weights, BN re-estimated: engine parity, not accuracy) as FP16 and INT8."""
+    out = tmp_path_factory.mktemp("engines-v3")
+    graph = inception_v3_random_export.path
+    fp16, int8 = out / "inception_v3.fp16.onnx", out / "inception_v3.int8.onnx"
+    _command("quantize", graph, "--fp16", "--recipe", "inception_v3", "--calib-data", "synthetic:16",
+             "--calib-count", "16", "-o", fp16)
+    _command("quantize", graph, "--int8", "--recipe", "inception_v3", "--calib-data", "digits-train",
+             "--calib-count", "64", "-o", int8)
+    return {"fp16": fp16, "int8": int8}
+
+
+def _engine_vs_pytorch(graph, precision, recipe_name, reference_module, inputs, tmp_path):
     from inception_deploy.backends import open_runner
     from inception_deploy.backends.torch_backend import TorchRunner
 
-    graph = quantized_graphs[precision]
-    plan = tmp_path / f"googlenet-digits.{precision}.plan"
+    plan = tmp_path / f"{recipe_name}.{precision}.plan"
     cache = tmp_path / "timing.cache"
-    result = _command("build-engine", graph, f"--{precision}", "--recipe", "googlenet-digits", "-o", plan,
+    result = _command("build-engine", graph, f"--{precision}", "--recipe", recipe_name, "-o", plan,
                       "--timing-cache", cache)
     assert f"PASSED | precision {precision.upper()}" in result.output
     manifest = read_manifest(plan)
     assert manifest.precision == precision and cache.is_file()
-    assert manifest.profile["input"]["max"] == [64, 3, 64, 64]
-
     # The second build reuses the timing cache.
-    _command("build-engine", graph, f"--{precision}", "--recipe", "googlenet-digits", "-o", tmp_path / "again.plan",
+    _command("build-engine", graph, f"--{precision}", "--recipe", recipe_name, "-o", tmp_path / "again.plan",
              "--timing-cache", cache)
-
-    x = np.random.default_rng(0).uniform(-1, 1, (16, 3, 64, 64)).astype(np.float32)
-    with open_runner(plan) as engine, TorchRunner(digits_export.reference.module) as reference:
-        got, want = engine.infer({"input": x})["logits"], reference.infer({"input": x})["logits"]
-        single = engine.infer({"input": x[:1]})["logits"]  # the batch profile covers 1..64
-    assert got.shape == want.shape == (16, 10) and single.shape == (1, 10)
+    with open_runner(plan) as engine, TorchRunner(reference_module) as reference:
+        got, want = engine.infer({"input": inputs})["logits"], reference.infer({"input": inputs})["logits"]
+        single = engine.infer({"input": inputs[:1]})["logits"]  # the batch profile starts at 1
+    assert got.shape == want.shape and single.shape == (1, want.shape[1])
     agreement = float(np.mean(got.argmax(1) == want.argmax(1)))
     cosine = float(np.sum(got * want) / (np.linalg.norm(got) * np.linalg.norm(want)))
+    return manifest, got, want, agreement, cosine
+
+
+@gpu_only
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_gpu_build_run_and_parity_with_pytorch(precision, quantized_graphs, digits_export, tmp_path):
+    from inception_deploy.export import parity_inputs
+
+    x = parity_inputs(digits_export.recipe, 16)  # real held-out digits
+    manifest, got, want, agreement, cosine = _engine_vs_pytorch(
+        quantized_graphs[precision], precision, "googlenet-digits", digits_export.reference.module, x, tmp_path)
+    assert manifest.profile["input"]["max"] == [64, 3, 64, 64]
     if precision == "fp16":
         assert np.max(np.abs(got - want)) < 0.05 * np.max(np.abs(want)) and agreement >= 0.99
     else:
         assert cosine > 0.98 and agreement >= 0.9
+
+
+@gpu_only
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_gpu_inception_v3_engines_match_pytorch(precision, inception_v3_graphs, inception_v3_random_export, tmp_path):
+    from inception_deploy.export import parity_inputs
+
+    x = parity_inputs(inception_v3_random_export.recipe, 8)
+    _, got, want, agreement, cosine = _engine_vs_pytorch(
+        inception_v3_graphs[precision], precision, "inception_v3", inception_v3_random_export.reference.module, x, tmp_path)
+    assert cosine > (0.999 if precision == "fp16" else 0.95)
 
 
 @gpu_only
