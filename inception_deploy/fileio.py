@@ -70,3 +70,17 @@ def sha256_bytes(data: bytes) -> str:
 def sha256_json(obj) -> str:
     """Hash of a JSON-able object, independent of key order."""
     return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())
+
+
+def read_json_file(path: str | os.PathLike, missing: str, invalid: str):
+    """Parse a JSON artifact; a missing or unparsable file is a one-line UserError:
+    `missing` as given, `invalid` prefixed with the path and followed by where parsing failed."""
+    from .errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(missing)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: {invalid} ({exc.msg} at line {exc.lineno})") from None

@@ -3,11 +3,7 @@ every checkpoint format loads, and the manifest says where the graph came from."
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import onnx
-import pytest
 import torch
 
 from inception_deploy.export import PARITY_ABS, PARITY_REL, export_onnx

@@ -159,7 +159,7 @@ def optimize_onnx(input_path: str | Path, output_path: Optional[str | Path] = No
     """
     import onnx_ir as ir
 
-    from ..fileio import atomic_path, sha256_file
+    from ..fileio import sha256_file
     from ..manifest import add_stage, new_manifest, read_manifest, write_manifest
     from ..models import get_spec
     from . import safety

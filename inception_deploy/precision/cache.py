@@ -9,13 +9,12 @@ in TensorRT's calibration-cache text format (`TRT-<version>-EntropyCalibration2`
 
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 from typing import Optional
 
 from ..errors import UserError
-from ..fileio import sha256_bytes, sha256_json, write_json_atomic, write_text_atomic
+from ..fileio import read_json_file, sha256_bytes, sha256_json, write_json_atomic, write_text_atomic
 
 FORMAT = "inception-deploy.calibration/1"
 # The repository's committed caches for bundled recipes (like recipes.BUNDLED_DIR).
@@ -53,12 +52,8 @@ def write_cache(cache: dict, path: str | Path) -> Path:
 
 def read_cache(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"calibration cache not found: {path}; give an existing .calib.json or calibration data")
-    try:
-        cache = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not a JSON calibration cache ({exc.msg} at line {exc.lineno})") from None
+    cache = read_json_file(path, f"calibration cache not found: {path}; give an existing .calib.json or calibration data",
+                           "not a JSON calibration cache")
     if not isinstance(cache, dict) or cache.get("format") != FORMAT or not isinstance(cache.get("tensors"), dict):
         raise UserError(f"{path}: not an inception-deploy calibration cache (format {FORMAT} expected); "
                         "recalibrate with --calib-data")

@@ -189,7 +189,7 @@ def insert_qdq(model, plan: QuantPlan, amax: dict[str, float], unsigned: Optiona
     int8 pair reproduces are unchanged; only |x| > amax clips at 2 x amax instead of amax.
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -291,7 +291,6 @@ def bias_shifts(model, plan: QuantPlan, mean_maps: dict[str, np.ndarray]) -> dic
     the kernel" ignores that border positions see padding; measured on the digits GoogLeNet,
     entropy calibration: max abs logit error 0.223 with the shortcut, 0.183 exact, 0.256
     without correction.) Layers whose input has no mean map are skipped."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 

@@ -8,11 +8,11 @@ shards recorded. Shards must be the complete set 1/n..n/n of one split.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import UserError
+from ..fileio import read_json_file
 from ..manifest import library_versions
 from ..recipes import Tolerance
 from .layerwise import LayerwiseResult
@@ -23,12 +23,7 @@ from .verdict import judge
 
 def _load(path: Path) -> dict:
     path = path / "report.json" if path.is_dir() else path
-    if not path.is_file():
-        raise UserError(f"shard report not found: {path}")
-    try:
-        report = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    report = read_json_file(path, f"shard report not found: {path}", "not valid JSON")
     if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
         raise UserError(f"{path}: not an inception-deploy validation report (format {REPORT_FORMAT})")
     report["_path"] = str(path)
