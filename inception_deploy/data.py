@@ -39,7 +39,7 @@ def preprocess(images: Sequence, pre) -> np.ndarray:
     std = np.asarray(pre.std, dtype=np.float32)
     batch = np.empty((len(images), height, width, 3), dtype=np.float32)
     for i, image in enumerate(images):
-        batch[i] = _resize_crop(_to_rgb(image), pre.resize, height, width, pre.interpolation)
+        batch[i] = _resize_crop(to_rgb(image), pre.resize, height, width, pre.interpolation)
     batch = (batch * np.float32(pre.pixel_scale) - mean) / std
     if pre.channel_order == "BGR":
         batch = batch[..., ::-1]
@@ -48,7 +48,8 @@ def preprocess(images: Sequence, pre) -> np.ndarray:
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
-def _to_rgb(image):
+def to_rgb(image):
+    """Any PIL image or uint8 array as an RGB PIL image (shared by preprocessing and multi-crop)."""
     from PIL import Image
 
     if isinstance(image, np.ndarray):

@@ -75,6 +75,22 @@ def write_manifest(model, manifest: dict) -> None:
     entry.value = json.dumps(manifest, sort_keys=True)
 
 
+def recipe_for_artifact(recipe, manifest: Optional[dict], path):
+    """The recipe to process an artifact with: the caller's (a Recipe, a bundled name or a
+    file), else the one its manifest names; either must agree with the preprocessing the
+    manifest records. None when neither is given."""
+    from .recipes import Recipe, load_recipe
+
+    if recipe is None:
+        recipe = (manifest or {}).get("recipe")
+        if not recipe:
+            return None
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    check_preprocessing(manifest, recipe, str(path))
+    return recipe
+
+
 def check_preprocessing(manifest: Optional[dict], recipe, what: str) -> None:
     """Refuse an artifact whose recorded preprocessing contradicts the recipe in use."""
     if manifest is None or recipe is None or manifest.get("preprocessing") is None:

@@ -125,23 +125,18 @@ def _load(path: Path):
 
 def _resolve_recipe(recipe, manifest, input_path: Path):
     """(recipe or None, preprocessing or None): from the caller, else from the input's manifest."""
-    from ..manifest import check_preprocessing
-    from ..recipes import PreprocessingSection, load_recipe
+    from ..manifest import recipe_for_artifact
+    from ..recipes import PreprocessingSection
 
+    try:
+        recipe = recipe_for_artifact(recipe, manifest, input_path)
+    except UserError:
+        if recipe is not None:
+            raise
+        recipe = None  # the manifest's recipe is not at hand (or changed since): its preprocessing still is
     if recipe is not None:
-        recipe = load_recipe(recipe) if isinstance(recipe, (str, Path)) else recipe
-        check_preprocessing(manifest, recipe, str(input_path))
         return recipe, recipe.preprocessing
-    if not manifest:
-        return None, None
-    if manifest.get("recipe"):
-        try:
-            recipe = load_recipe(manifest["recipe"])
-        except UserError:
-            recipe = None  # a user recipe that is not at hand: the manifest's preprocessing still is
-        if recipe is not None and recipe.preprocessing_dict() == manifest.get("preprocessing"):
-            return recipe, recipe.preprocessing
-    if manifest.get("preprocessing"):
+    if manifest and manifest.get("preprocessing"):
         return None, PreprocessingSection(**manifest["preprocessing"])
     return None, None
 

@@ -108,18 +108,12 @@ def _load_float_model(path: Path):
 
 
 def _resolve_recipe(recipe, manifest, path: Path):
-    from ..manifest import check_preprocessing
-    from ..recipes import Recipe, load_recipe
+    from ..manifest import recipe_for_artifact
 
-    if recipe is None:
-        name = (manifest or {}).get("recipe")
-        if not name:
-            raise UserError(f"{path} carries no recipe in its manifest; pass --recipe NAME|FILE")
-        recipe = load_recipe(name)
-    elif not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe)
-    check_preprocessing(manifest, recipe, str(path))
-    return recipe
+    resolved = recipe_for_artifact(recipe, manifest, path)
+    if resolved is None:
+        raise UserError(f"{path} carries no recipe in its manifest; pass --recipe NAME|FILE")
+    return resolved
 
 
 def _eval_batches(recipe, calib_source: Optional[str]):
@@ -324,8 +318,6 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
         cache = calibrate_model(model, recipe, calib_source, count, method, progress, allow_fewer, tensors,
                                 bias_correction)
         how = f"{method} on {cache['data']['images']} images of {calib_source}"
-    for note in notes:
-        log.warning(note)
     amax, absmax = amax_from_cache(cache)
     int8_cfg = recipe.precision.int8
     unsigned = None

@@ -9,13 +9,10 @@ each reported with its reason. Inputs and outputs stay FP32 by default (keep_io_
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import dataclass
 
 from .rules import FP16_MAX, KeepOpTypeFp32, RangeNearFp16Max, Rule, first_match
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,8 +43,6 @@ def convert_fp16(model, rules: list[Rule] = (), keep_io_types: bool = True):
         reason = first_match(rules, node)
         if reason:
             kept.append(KeptFp32(node.name, node.op_type, reason))
-    for item in kept:
-        log.info("kept FP32: %s (%s)", item.node, item.reason)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its "values truncated to FP16 range" notice is about weights we check
         converted = convert_float_to_float16(

@@ -46,11 +46,11 @@ def crops_of(image, pre, protocol: int) -> list:
     """The protocol's crops of one image (PIL images at the input size), mirrors last."""
     from PIL import Image, ImageOps
 
-    from ..data import _to_rgb  # the shared colour conversion (grayscale, alpha, CMYK ...)
+    from ..data import to_rgb  # the shared colour conversion (grayscale, alpha, CMYK ...)
 
     method = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[pre.interpolation]
     height, width = int(pre.size[0]), int(pre.size[1])
-    image = _to_rgb(image)
+    image = to_rgb(image)
     side = min(height, width)
     if protocol == 10:
         resized = _scaled(image, pre.resize or round(side * 256 / 224), method)
