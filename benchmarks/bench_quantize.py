@@ -36,6 +36,34 @@ def fp32_model(name: str) -> Path:
     return path
 
 
+def ort_quantize_static(model_path: Path, out: Path, recipe, count: int, method: str) -> Path:
+    """onnxruntime's quantize_static on `count` synthetic images (the recipe's preprocessing and
+    seed: the images our calibration gets): QDQ, per-channel, symmetric int8 weights and
+    activations. Written to a temp name first, so an interrupted run leaves no half file."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from inception_deploy.data import open_dataset
+
+    dataset = open_dataset(f"synthetic:{count}", recipe.preprocessing, seed=recipe.calibration.seed)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = dataset.batches(recipe.preprocessing, 1)
+
+        def get_next(self):
+            item = next(self.batches, None)
+            return None if item is None else {"input": item[0]}
+
+    calibrate_method = {"max": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                        "percentile": CalibrationMethod.Percentile}[method]
+    partial = out.with_name(out.name + ".partial")
+    quantize_static(str(model_path), str(partial), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate_method,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    partial.replace(out)
+    return out
+
+
 # ----------------------------------------------------------------------------- one run (child)
 def child(args) -> None:
     from inception_deploy.recipes import load_recipe
@@ -51,26 +79,7 @@ def child(args) -> None:
         calibrate_model(onnx.load(str(model_path)), recipe, f"synthetic:{args.count}", args.count, args.method,
                         progress=False)
     else:
-        from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-        from inception_deploy.data import open_dataset
-
-        dataset = open_dataset(f"synthetic:{args.count}", recipe.preprocessing)
-
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self.batches = dataset.batches(recipe.preprocessing, 1)
-
-            def get_next(self):
-                item = next(self.batches, None)
-                return None if item is None else {"input": item[0]}
-
-        method = {"max": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile}[args.method]
-        quantize_static(str(model_path), str(WORK / f"ort-{args.model}-{args.method}.onnx"), Reader(),
-                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=method,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        ort_quantize_static(model_path, WORK / f"ort-{args.model}-{args.method}.onnx", recipe, args.count, args.method)
     wall = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
     print(json.dumps({"tool": args.tool, "method": args.method, "count": args.count, "wall_s": wall, "peak_rss_mb": rss}))
@@ -109,15 +118,20 @@ def latency(args) -> list[dict]:
         raw = load_recipe(name).to_dict()
         raw["calibration"]["data"] = "synthetic:32"
         variants = {"fp32": path}
+        # Calibrated afresh each run (32 images, seconds) and shared by both variants: a cache
+        # left by an earlier run may have been made by older code or with other recipe options.
+        (WORK / name / f"{name}.calib.json").unlink(missing_ok=True)
         for unsigned in (False, True):
             raw["precision"]["int8"]["unsigned_activations"] = unsigned
             out = WORK / name / f"{name}.int8{'-u8' if unsigned else ''}.onnx"
             quantize_onnx(path, out, recipe=recipe_from_dict(raw), calib_count=32, calib_method="max",
                           calib_cache=WORK / name / f"{name}.calib.json", progress=False)
             variants["ours-int8-u8" if unsigned else "ours-int8"] = out
-        ort_path = WORK / f"ort-{name}-max.onnx"
-        if ort_path.is_file():
-            variants["ort-quantize_static"] = ort_path
+        # quantize_static's graph from the same 32 images (MinMax, like ours above), made once.
+        ort_path = WORK / name / f"{name}.ort-quantize_static-max-32.onnx"
+        if not ort_path.is_file():
+            ort_quantize_static(path, ort_path, load_recipe(name), 32, "max")
+        variants["ort-quantize_static"] = ort_path
         size = load_recipe(name).input_hw
         for label, model in variants.items():
             options = ort.SessionOptions()
@@ -136,6 +150,8 @@ def latency(args) -> list[dict]:
                     sess.run(None, {"input": x})
                     times.append(time.perf_counter() - t)
                 row = {"model": name, "graph": label, "batch": batch, "median_ms": 1000 * float(np.median(times))}
+                fp32 = next((r for r in rows if r["model"] == name and r["graph"] == "fp32" and r["batch"] == batch), row)
+                row["speedup_vs_fp32"] = fp32["median_ms"] / row["median_ms"]
                 rows.append(row)
                 print(row, flush=True)
             if args.profile:

@@ -51,7 +51,9 @@ def test_calibrators_on_known_distributions():
         gaussian.update(rng.normal(0, 1, size=100_000).astype(np.float32))
     mse = MseCalibrator().amax(gaussian)
     assert 2.5 < mse < 0.95 * gaussian.absmax  # MSE-optimal int8 clipping of a Gaussian: a few sigma
-    assert 2.0 < EntropyCalibrator().amax(gaussian) < gaussian.absmax
+    # 400k Gaussian samples: the KL curve is flat (within 1e-4) from ~4.2 sigma to the sample max, so
+    # any threshold there is TensorRT's answer; what matters is that the bulk is never clipped.
+    assert 4.0 < EntropyCalibrator().amax(gaussian) <= gaussian.absmax
 
 
 def test_cache_reused_without_data_and_refused_for_another_model(digits_onnx, tmp_path):
@@ -175,16 +177,32 @@ def test_vectorized_entropy_search_equals_the_candidate_loop():
     assert calibrator.amax(stats) == pytest.approx(ends[int(np.argmin(expected))] * stats.width)
 
 
-def test_cache_without_bias_shifts_is_refused_for_a_bias_corrected_graph(digits_opt_onnx, tmp_path):
+def test_bias_corrections_are_measured_once_then_reused_from_the_cache(digits_opt_onnx, digits_recipe, tmp_path):
+    """A cache without bias corrections for this graph's int8 layers: measured on the
+    recipe's calibration images (said so) and stored in the cache, then reused without data;
+    with no calibration images at all the error says what to pass."""
     cache = json.loads((BUNDLED_DIR / "googlenet-digits.calib.json").read_text())
-    cache.pop("bias_shift", None)
-    cache["params"]["bias_correction"] = False
+    cache.pop("bias_correction", None)
     old = tmp_path / "old.calib.json"
     old.write_text(json.dumps(cache))
-    with pytest.raises(UserError, match="made without bias correction"):
-        quantize_onnx(digits_opt_onnx, tmp_path / "m.int8.onnx", calib_cache=old, progress=False)
-    assert not (tmp_path / "m.int8.onnx").exists()
+    first = quantize_onnx(digits_opt_onnx, tmp_path / "a.int8.onnx", calib_cache=old, progress=False)
+    assert any(n.startswith("bias correction measured on 256 images of digits-train") for n in first.notes)
+    assert first.calibration.endswith("+ bias corrections measured now")
+    assert "bias_correction" in read_cache(old)  # stored for next time
+    again = quantize_onnx(digits_opt_onnx, tmp_path / "b.int8.onnx", calib_cache=old, progress=False)
+    assert again.notes == [] and len(again.bias_corrected) == len(first.bias_corrected) == 58
+    assert (tmp_path / "a.int8.onnx").read_bytes() != b"" and onnx.load(str(tmp_path / "b.int8.onnx")).graph == \
+        onnx.load(str(tmp_path / "a.int8.onnx")).graph
+    raw = digits_recipe.to_dict()
+    raw["calibration"]["data"] = None
+    old.write_text(json.dumps(cache))
+    from inception_deploy.recipes import recipe_from_dict
+
+    with pytest.raises(UserError, match="bias correction needs the calibration images"):
+        quantize_onnx(digits_opt_onnx, tmp_path / "c.int8.onnx", recipe=recipe_from_dict(raw), calib_cache=old,
+                      progress=False)
+    assert not (tmp_path / "c.int8.onnx").exists()
     # Without bias correction the same cache serves.
-    result = quantize_onnx(digits_opt_onnx, tmp_path / "m.int8.onnx", calib_cache=old, progress=False,
-                           bias_correction=False)
+    result = quantize_onnx(digits_opt_onnx, tmp_path / "c.int8.onnx", recipe=recipe_from_dict(raw), calib_cache=old,
+                           progress=False, bias_correction=False)
     assert result.bias_corrected == [] and result.manifest["history"][-1]["bias_corrected_layers"] == 0

@@ -224,32 +224,34 @@ def test_unsigned_activation_option_gives_a_valid_faster_ort_graph(digits_opt_on
     assert abs(ev.candidate_top1 - ev.reference_top1) <= 0.005
 
 
-def test_bias_correction_removes_the_mean_shift_of_a_layers_output(digits_opt_onnx, digits_recipe, int8_result):
-    """One layer quantized alone, run on held-out digits (not the calibration images): int8
-    weight rounding moves the per-channel mean of the layer's output away from FP32; the
-    corrected float bias takes most of that shift out."""
+def test_bias_correction_removes_the_mean_shift_int8_causes(digits_opt_onnx, digits_recipe, int8_result, tmp_path):
+    """On held-out digits (not the calibration images): int8 rounding moves the per-channel
+    mean of the deep layers' outputs away from FP32; the corrected graph's float biases take
+    most of that shift out, and its logits are closer to FP32 than without correction."""
     from inception_deploy.data import choose_indices, open_dataset
-    from inception_deploy.precision.cache import amax_from_cache, read_cache
-    from inception_deploy.precision.evaluate import run, session
-    from inception_deploy.precision.qdq import correct_bias, insert_qdq, plan_quantization
-    from inception_deploy.precision.rules import OnlyLayers
+    from inception_deploy.precision.bias import channel_means, layer_depths
+    from inception_deploy.precision.cache import read_cache
+    from inception_deploy.precision.equalize import apply_equalization
 
-    model = onnx.load(str(digits_opt_onnx))
     cache = read_cache(int8_result.cache_path)
-    assert cache["params"]["bias_correction"] is True and len(cache["bias_shift"]) >= 57
-    amax, _ = amax_from_cache(cache)
-    shifts = {k: np.asarray(v, dtype=np.float32) for k, v in cache["bias_shift"].items()}
-    convs = {n.name for n in model.graph.node if n.op_type == "Conv"}
-    layer = max(convs & set(shifts), key=lambda k: float(np.abs(shifts[k]).mean()))  # the conv rounding moves most
-    node = next(n for n in model.graph.node if n.name == layer)
-    plan = plan_quantization(model, [OnlyLayers(frozenset({layer}))])
-    plain, corrected = insert_qdq(model, plan, amax), insert_qdq(model, plan, amax)
-    assert correct_bias(corrected, plan, shifts) == [layer]
-    for graph in (model, plain, corrected):
-        graph.graph.output.append(onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
+    assert len(cache["bias_correction"]["shifts"]) == 58  # 57 convs + the float classifier
+    assert len(int8_result.bias_corrected) == 58
+    plain = quantize_onnx(digits_opt_onnx, tmp_path / "plain.int8.onnx", calib_cache=int8_result.cache_path,
+                          bias_correction=False, progress=False)
+    model = onnx.load(str(digits_opt_onnx))
+    depths = layer_depths(model)
+    deepest = max(depths.values())
+    assert deepest == 22 and depths["/conv1/conv/Conv"] == 1
+    outputs = [n.output[0] for n in model.graph.node if n.name in depths and depths[n.name] >= deepest - 2]
     dataset = open_dataset("digits-holdout", digits_recipe.preprocessing)
     inputs = np.concatenate([x for x, _, _ in dataset.batches(digits_recipe.preprocessing, 64,
-                                                               choose_indices(dataset, 256, seed=0))])
-    fp32, *quantized = (run(session(g), inputs)[node.output[0]] for g in (model, plain, corrected))
-    shift_before, shift_after = (np.abs((q - fp32).mean(axis=(0, 2, 3))).mean() for q in quantized)
-    assert shift_after < 0.5 * shift_before, (layer, shift_before, shift_after)
+                                                               choose_indices(dataset, 200, seed=0))])
+    # Equalization scaled the conv outputs; its FP32 graph (the same function) is the reference.
+    equalized = apply_equalization(model, {k: np.asarray(v, dtype=np.float32)
+                                           for k, v in cache["equalization"]["scales"].items()})
+    fp32, before, after = (channel_means(m, outputs, inputs)
+                           for m in (equalized, onnx.load(str(plain.path)), onnx.load(str(int8_result.path))))
+    shift_before = np.mean([np.abs(before[t] - fp32[t]).mean() for t in outputs])
+    shift_after = np.mean([np.abs(after[t] - fp32[t]).mean() for t in outputs])
+    assert shift_after < 0.5 * shift_before, (shift_before, shift_after)
+    assert int8_result.evaluation.main.mean_abs_error < plain.evaluation.main.mean_abs_error

@@ -21,12 +21,14 @@ from .options import quiet_option, recipe_option, setup_logging
 @click.option("--accuracy-budget", type=float, default=None, metavar="POINTS",
               help="keep the most sensitive layers float until top-1 agreement loses at most this many points")
 @click.option("--bias-correction/--no-bias-correction", default=None,
-              help="fold the mean weight-rounding shift into float biases (default: the recipe's, on)")
+              help="fold the mean shift int8 rounding causes into float biases (default: the recipe's, on)")
+@click.option("--equalize/--no-equalize", default=None,
+              help="rescale Conv channels to fill their shared int8 ranges first (default: the recipe's, on)")
 @click.option("--allow-fewer", is_flag=True, help="calibrate on fewer images than asked when some are unreadable")
 @click.option("--output", "-o", default=None, type=click.Path(dir_okay=False), help="default: MODEL.int8.onnx / MODEL.fp16.onnx")
 @quiet_option
 def command(model, precision, recipe, calib_data, calib_count, calib_method, calib_cache, accuracy_budget,
-            bias_correction, allow_fewer, output, quiet):
+            bias_correction, equalize, allow_fewer, output, quiet):
     """Make an INT8 or FP16 graph from an FP32 one and compare it with FP32 on the data at hand."""
     from ..precision import quantize_onnx
 
@@ -34,6 +36,6 @@ def command(model, precision, recipe, calib_data, calib_count, calib_method, cal
     result = quantize_onnx(model, output, recipe=recipe, precision=precision, calib_data=calib_data,
                            calib_count=calib_count, calib_method=calib_method, calib_cache=calib_cache,
                            accuracy_budget=accuracy_budget, progress=not quiet, allow_fewer=allow_fewer,
-                           bias_correction=bias_correction)
+                           bias_correction=bias_correction, equalize=equalize)
     for line in result.lines():
         click.echo(line)

@@ -10,8 +10,8 @@ ONNX graph, and measured on ONNX Runtime CPU before any engine exists.
 INT8: one streamed calibration pass (calibrate.py) -> amax per tensor (or a cache,
 cache.py) -> Q/DQ placed by TensorRT's rules (qdq.py) minus the exclusions (rules.py),
 optionally fewer layers quantized to meet an accuracy budget (sensitivity.py), and each
-quantized layer's float bias corrected for the mean shift its weight rounding causes
-(qdq.bias_shifts, from the per-tensor mean maps of the same calibration pass). FP16:
+Conv/Gemm's float bias corrected, depth by depth, for the mean output shift int8 rounding
+causes on the calibration images (bias.py; the corrections are kept in the cache). FP16:
 fp16.py. Both are compared with the FP32 graph on the data at hand (evaluate.py) and carry
 the manifest with this stage appended.
 """
@@ -46,7 +46,8 @@ class QuantizeResult:
     excluded: list = field(default_factory=list)  # qdq.Exclusion (int8)
     kept_fp32: list = field(default_factory=list)  # fp16.KeptFp32 (fp16)
     quantized_layers: int = 0
-    bias_corrected: list = field(default_factory=list)  # layers whose bias absorbs their weight-rounding shift
+    bias_corrected: list = field(default_factory=list)  # layers whose bias absorbs the int8 mean shift
+    equalized: int = 0  # Conv layers whose output channels were rescaled (equalize.py)
     sensitivity: object = None  # sensitivity.SensitivityReport
     evaluation: object = None  # evaluate.Evaluation
     notes: list[str] = field(default_factory=list)
@@ -58,7 +59,8 @@ class QuantizeResult:
         lines = list(self.notes)
         if self.precision == "int8":
             lines.append(f"INT8: {self.quantized_layers} Conv/Gemm layers quantized, {len(self.excluded)} kept float, "
-                         f"{len(self.bias_corrected)} bias-corrected; calibration: {self.calibration}")
+                         f"{self.equalized} equalized, {len(self.bias_corrected)} bias-corrected; "
+                         f"calibration: {self.calibration}")
             for item in self.excluded:
                 lines.append(f"  kept float: {item.node} ({item.op_type}): {item.reason}")
         else:
@@ -149,43 +151,33 @@ def _save(model, path: Path, manifest: dict) -> None:
         onnx.checker.check_model(str(tmp))
 
 
-def calibration_params(method: str, recipe, bias_correction: bool) -> dict:
-    """The cache's `params`: the calibrator's, plus whether bias shifts were measured (a cache
-    without them cannot serve a bias-corrected graph)."""
+def calibration_params(method: str, recipe) -> dict:
+    """The cache's `params`: the calibrator's."""
     from .calibrate import make_calibrator
 
-    return {**make_calibrator(method, recipe.calibration.percentile).params(), "bias_correction": bool(bias_correction)}
+    return make_calibrator(method, recipe.calibration.percentile).params()
 
 
 def calibrate_model(model, recipe, source: str, count: Optional[int], method: str, progress: bool = True,
-                    allow_fewer: bool = False, tensors: Optional[list[str]] = None,
-                    bias_correction: bool = True) -> dict:
-    """Stream `count` images of `source` once and return the cache dict (tensor -> amax, and
-    with `bias_correction` layer -> bias shift of every Conv/Gemm that can be quantized)."""
+                    allow_fewer: bool = False, tensors: Optional[list[str]] = None) -> dict:
+    """Stream `count` images of `source` once and return the cache dict (tensor -> amax)."""
     from .cache import make_cache
     from .calibrate import BATCH_BYTES_BUDGET, collect_statistics, make_calibrator, per_image_bytes, stream_calibration_batches
-    from .qdq import bias_shifts, plan_quantization
+    from .qdq import plan_quantization
 
     cfg = recipe.calibration
     calibrator = make_calibrator(method, cfg.percentile)
-    full_plan = plan_quantization(model)  # no exclusions: the cache serves any rule set
-    tensors = tensors if tensors is not None else list(full_plan.activations)
-    nodes = {n.name: n for n in model.graph.node}
-    means = {nodes[layer].input[0] for layer in full_plan.layers} & set(tensors) if bias_correction else set()
+    tensors = tensors if tensors is not None else list(plan_quantization(model).activations)  # no exclusions: the cache serves any rule set
     per_image = max(per_image_bytes(model, tensors), 1)
     batch_size = max(1, min(cfg.batch_size, BATCH_BYTES_BUDGET // per_image))
     info, batches = stream_calibration_batches(recipe, source, count, batch_size, allow_fewer)
     stats = collect_statistics(model, tensors, batches, histogram=calibrator.needs_histogram,
-                               bins=2 * cfg.bins, progress=progress, total=len(info.items), means=means)
+                               bins=2 * cfg.bins, progress=progress, total=len(info.items))
     amax = {t: float(calibrator.amax(s)) for t, s in stats.items()}
     absmax = {t: s.absmax for t, s in stats.items()}
-    params = calibration_params(method, recipe, bias_correction)
-    cache = make_cache(model, recipe, method, params, amax, absmax, info)
+    cache = make_cache(model, recipe, method, calibration_params(method, recipe), amax, absmax, info)
     for name, s in stats.items():
         cache["tensors"][name]["min"] = s.min
-    if bias_correction:
-        shifts = bias_shifts(model, full_plan, {t: stats[t].mean_map for t in means})
-        cache["bias_shift"] = {layer: [float(v) for v in shift] for layer, shift in sorted(shifts.items())}
     log.info("calibrated %d tensors on %d images of %s (%s)", len(tensors), info.used, source, method)
     return cache
 
@@ -194,12 +186,14 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
                   calib_count: Optional[int] = None, calib_method: Optional[str] = None, calib_cache=None,
                   accuracy_budget: Optional[float] = None, progress: bool = True,
                   allow_fewer: bool = False, sensitivity_images: int = SENSITIVITY_IMAGES,
-                  bias_correction: Optional[bool] = None) -> QuantizeResult:
+                  bias_correction: Optional[bool] = None, equalize: Optional[bool] = None) -> QuantizeResult:
     """FP32 ONNX -> INT8 (Q/DQ) or FP16 ONNX, compared with the FP32 graph on the data at hand.
 
     `bias_correction` (INT8; None: the recipe's precision.int8.bias_correction): subtract from
-    each quantized layer's float bias the mean output shift its int8 weights cause on the
-    calibration data (numbers in calibration/README.md)."""
+    each Conv/Gemm's float bias the mean output shift int8 rounding causes on the calibration
+    images, measured depth by depth (bias.py; numbers in calibration/README.md).
+    `equalize` (INT8; None: the recipe's precision.int8.equalize): rescale Conv output
+    channels so each fills more of its tensor's shared int8 range (equalize.py)."""
     from ..manifest import add_stage, new_manifest, read_manifest
     from ..fileio import sha256_file, sha256_json
 
@@ -218,6 +212,8 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
     inputs = {"model": str(input_path), "model_sha256": sha256_file(input_path)}
     if bias_correction is None:
         bias_correction = recipe.precision.int8.bias_correction
+    if equalize is None:
+        equalize = recipe.precision.int8.equalize
     calib_source = str(calib_data) if calib_data is not None else recipe.calibration.data
     count = calib_count or recipe.calibration.count
 
@@ -227,11 +223,11 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
     else:
         result, cache = _int8(model, recipe, output_path, calib_data, calib_source, count, calib_count,
                               calib_method, calib_cache, accuracy_budget, progress, allow_fewer,
-                              sensitivity_images, bias_correction)
+                              sensitivity_images, bias_correction, equalize)
         inputs["calibration_cache_sha256"] = sha256_json(cache)
         details = {"precision": "int8", "calibration": {k: cache[k] for k in ("method", "params", "data")},
                    "excluded": [e.__dict__ for e in result.excluded],
-                   "bias_corrected_layers": len(result.bias_corrected),
+                   "bias_corrected_layers": len(result.bias_corrected), "equalized_layers": result.equalized,
                    "accuracy_budget": result.sensitivity.summary() if result.sensitivity else None}
     source, batches = _eval_batches(recipe, calib_source)
     if batches is not None:
@@ -268,9 +264,10 @@ def _fp16(model, recipe, output_path, calib_source, count, progress, allow_fewer
 
 
 def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_count, calib_method, calib_cache,
-          accuracy_budget, progress, allow_fewer, sensitivity_images, bias_correction=True):
-    from .cache import (amax_from_cache, bundled_cache, mismatch, read_cache, write_cache,
+          accuracy_budget, progress, allow_fewer, sensitivity_images, bias_correction=True, equalize=True):
+    from .cache import (amax_from_cache, bundled_cache, graph_sha256, mismatch, read_cache, write_cache,
                         write_tensorrt_cache)
+    from .equalize import apply_equalization, equalization_scales
     from .calibrate import METHODS
     from .qdq import correct_bias, insert_qdq, plan_quantization
     from .rules import SmallGemm, rules_from_recipe
@@ -279,12 +276,13 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
         raise UserError(f"unknown calibration method '{calib_method}'; choose one of {', '.join(METHODS)}")
     method = calib_method or recipe.calibration.method
     tensors = list(plan_quantization(model).activations)  # exclusion-independent, so caches are too
+    int8_cfg = recipe.precision.int8
+    eq_params = {"strength": int8_cfg.equalize_strength, "max_scale": int8_cfg.equalize_max_scale} if equalize else None
+    images = _CalibrationImages(recipe, calib_source, allow_fewer)
     cache, how, notes = None, "", []
     if calib_cache is not None and Path(calib_cache).exists() and calib_data is None:
         cache = read_cache(calib_cache)
-        why = mismatch(cache, model, recipe, calib_method, tensors)
-        if why is None and bias_correction and "bias_shift" not in cache:
-            why = "it was made without bias correction (no bias shifts), which is on"
+        why = mismatch(cache, model, recipe, calib_method, tensors) or _equalization_mismatch(cache, eq_params)
         if why:
             raise UserError(f"{calib_cache}: cannot reuse this calibration cache: {why}; "
                             "recalibrate with --calib-data (and a new --calib-cache path)")
@@ -301,9 +299,9 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
             if not path.is_file():
                 continue
             stored = read_cache(path)
-            why = mismatch(stored, model, recipe, method, tensors)
-            wanted = calibration_params(method, recipe, bias_correction)
-            if why is None and {"bias_correction": False, **stored.get("params", {})} != wanted:
+            why = mismatch(stored, model, recipe, method, tensors) or _equalization_mismatch(stored, eq_params)
+            wanted = calibration_params(method, recipe)
+            if why is None and stored.get("params") != wanted:
                 why = f"it was made with {method} parameters {stored.get('params')}, the recipe asks for {wanted}"
             if why is None and calib_count is not None and stored["data"]["images"] != calib_count:
                 why = f"it was made on {stored['data']['images']} images, {calib_count} were asked for"
@@ -315,11 +313,21 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
         if calib_source is None:
             raise UserError("no calibration data: pass --calib-data DIR|FILE.npz (or --calib-cache FILE), "
                             f"or set calibration.data in recipe '{recipe.name}'")
-        cache = calibrate_model(model, recipe, calib_source, count, method, progress, allow_fewer, tensors,
-                                bias_correction)
+        scales = None
+        if eq_params:
+            scales = equalization_scales(model, images.get(count), **eq_params)
+        work = apply_equalization(model, scales) if scales else model
+        cache = calibrate_model(work, recipe, calib_source, count, method, progress, allow_fewer, tensors)
+        cache["model_sha256"] = graph_sha256(model)  # it serves the input graph: the scales are stored with it
+        if scales is not None:
+            cache["equalization"] = {"params": eq_params,
+                                     "scales": {k: [float(v) for v in s] for k, s in sorted(scales.items())}}
         how = f"{method} on {cache['data']['images']} images of {calib_source}"
     amax, absmax = amax_from_cache(cache)
-    int8_cfg = recipe.precision.int8
+    stored_scales = (cache.get("equalization") or {}).get("scales") if eq_params else None
+    if stored_scales:
+        # The same FP32 function with rescaled channels; the cache's amax were measured on it.
+        model = apply_equalization(model, {k: np.asarray(v, dtype=np.float32) for k, v in stored_scales.items()})
     unsigned = None
     if int8_cfg.unsigned_activations:
         unsigned = {t for t, v in cache["tensors"].items() if v.get("min", -1.0) >= 0.0}
@@ -340,16 +348,76 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
     quantized = insert_qdq(model, plan, amax, unsigned)
     corrected = []
     if bias_correction:
-        shifts = {layer: np.asarray(v, dtype=np.float32) for layer, v in cache.get("bias_shift", {}).items()}
-        corrected = correct_bias(quantized, plan, shifts)
+        shifts, measured = _bias_corrections(model, quantized, plan, amax, unsigned, cache, images, progress)
+        if measured:
+            notes.append(f"bias correction measured on {cache['bias_correction']['images']} images of "
+                         f"{calib_source} ({len(shifts)} layers)")
+            if how.startswith("committed") or how.startswith("reused"):
+                how += " + bias corrections measured now"
+        corrected = correct_bias(quantized, shifts)
     cache_path = Path(calib_cache) if calib_cache is not None else default_cache_path(output_path)
     trt_path = cache_path.with_name(cache_path.name.removesuffix(".json") + ".trt.txt")
-    if not how.startswith("reused"):  # a reused cache is already where the user keeps it
+    if not how.startswith("reused") or how.endswith("measured now"):  # a reused cache is already where the user keeps it
         write_cache(cache, cache_path)
     write_tensorrt_cache(cache, trt_path)
     result = QuantizeResult(output_path, "int8", cache_path=cache_path, tensorrt_cache_path=trt_path, method=cache["method"],
                             calibration=how, images=cache["data"]["images"], excluded=plan.excluded,
                             quantized_layers=len(plan.layers), sensitivity=report, notes=notes,
-                            bias_corrected=corrected)
+                            bias_corrected=corrected, equalized=len(stored_scales or {}))
     result.model = quantized
     return result, cache
+
+
+class _CalibrationImages:
+    """The calibration images in memory, loaded once on first use (equalization and bias
+    correction each need several passes over them)."""
+
+    def __init__(self, recipe, source, allow_fewer: bool):
+        self.recipe, self.source, self.allow_fewer = recipe, source, allow_fewer
+        self._loaded: dict = {}
+
+    def get(self, count) -> np.ndarray:
+        from .calibrate import stream_calibration_batches
+
+        if self.source is None:
+            raise UserError("this needs the calibration images: pass --calib-data DIR|FILE.npz, or set "
+                            f"calibration.data in recipe '{self.recipe.name}'")
+        if count not in self._loaded:
+            # Same source, count and seed as the calibration pass, so the same choice of images.
+            _, batches = stream_calibration_batches(self.recipe, self.source, count, self.recipe.calibration.batch_size,
+                                                    self.allow_fewer)
+            self._loaded[count] = np.concatenate(list(batches))
+        return self._loaded[count]
+
+
+def _equalization_mismatch(cache: dict, params) -> Optional[str]:
+    stored = (cache.get("equalization") or {}).get("params")
+    if stored == params:
+        return None
+    if params is None:
+        return "it was made for an equalized graph, and equalization is off"
+    if stored is None:
+        return "it was made without equalization, which is on"
+    return f"it was made with equalization {stored}, the recipe asks for {params}"
+
+
+def _bias_corrections(model, quantized, plan, amax, unsigned, cache, images, progress) -> tuple[dict, bool]:
+    """The cache's bias corrections when they were measured for this plan (same int8 layers,
+    unsigned tensors and scales), else measured now on the calibration images and stored in
+    `cache`. Returns (layer -> shift, whether they were measured now)."""
+    from .bias import bias_key, measure_bias_corrections
+
+    key = bias_key(plan.layers, [e.node for e in plan.excluded], unsigned, amax)
+    stored = cache.get("bias_correction")
+    if isinstance(stored, dict) and stored.get("key") == key:
+        return {layer: np.asarray(v, dtype=np.float32) for layer, v in stored["shifts"].items()}, False
+    if images.source is None:
+        raise UserError("bias correction needs the calibration images: the calibration cache holds corrections for "
+                        "another set of int8 layers or scales; pass --calib-data, or --no-bias-correction")
+    # A class-balanced choice from the calibration source, by the calibration seed (the same
+    # images as calibration when the counts are equal).
+    inputs = images.get(min(cache["data"]["images"], images.recipe.precision.int8.bias_correction_images))
+    shifts = measure_bias_corrections(model, quantized, inputs, progress)
+    cache["bias_correction"] = {"key": key, "images": len(inputs), "source": str(images.source),
+                                "shifts": {layer: [float(v) for v in shift] for layer, shift in sorted(shifts.items())}}
+    return shifts, True

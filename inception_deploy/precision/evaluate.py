@@ -26,6 +26,19 @@ def session(model, threads: Optional[int] = None):
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
+def session_with_outputs(model, tensors: list[str]):
+    """An ORT CPU session of `model` that also returns the intermediate `tensors`."""
+    import onnx
+
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    existing = {o.name for o in augmented.graph.output}
+    for name in tensors:
+        if name not in existing:
+            augmented.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return session(augmented)
+
+
 def run(sess, inputs: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
     names = [o.name for o in sess.get_outputs()]
     input_name = sess.get_inputs()[0].name

@@ -1,0 +1,210 @@
+"""Activation equalization before INT8 (stage: quantize).
+
+TensorRT quantizes activations per tensor, and an Inception module's Concat makes its four
+branches share one scale: a channel whose values span a tenth of the tensor's range gets a
+tenth of the int8 levels, so rounding noise is ten times larger relative to it. Relu,
+MaxPool, Concat, average pooling and Flatten commute with a positive per-channel scale, so
+scaling output channel i of a Conv (weights and bias) by s_i and dividing the weights that
+read channel i downstream (every Conv/Gemm the tensor reaches through those ops) by s_i
+leaves the FP32 function unchanged while the channel fills more of the shared int8 range.
+
+    s_i = clip((R / r_i) ** strength, 1, max_scale)
+
+with r_i the channel's observed |x| max and R the range of the quantized tensors it flows
+through (their int8 scale groups' max, the tightest along the way, so no tensor's range
+grows). strength 1 would fill the range completely but moves the same factor onto the
+downstream weights' rounding; 0.5 balances the two (the geometric mean, as in Nagel et al.'s
+cross-layer equalization). Measured on the digits GoogLeNet (calibration/README.md).
+
+Written here because no ONNX tool does this for Q/DQ graphs: onnxruntime's quantizer has no
+equalization, and Model Optimizer's SmoothQuant targets MatMul activations, not Conv chains
+through Concat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Ops between a Relu and the next Conv/Gemm that commute with a positive per-channel scale.
+PASS_THROUGH = {"Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Concat"}
+
+
+@dataclass
+class ScalableChannels:
+    """A Conv -> Relu whose output channels may be rescaled: `reader_weights` are the
+    downstream (node, channel offset) pairs whose weights read those channels."""
+
+    conv: str
+    relu_output: str
+    channels: int
+    tensors: list[str] = field(default_factory=list)  # every tensor the channels flow through
+    readers: list[tuple[str, int]] = field(default_factory=list)
+
+
+def _attribute(node, name: str, default):
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def find_scalable(model) -> list[ScalableChannels]:
+    """Every Conv -> Relu pair whose channels reach only Conv/Gemm weights (group 1, constant
+    weights) through PASS_THROUGH ops and never a graph output."""
+    from .qdq import constant_source
+
+    graph = model.graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, index))
+    outputs = {o.name for o in graph.output}
+    channels = _channel_counts(model)
+    found = []
+    for node in graph.node:
+        if node.op_type != "Conv" or constant_source(model, node.input[1]) is None:
+            continue
+        after = consumers.get(node.output[0], [])
+        if len(after) != 1 or after[0][0].op_type != "Relu" or node.output[0] in outputs:
+            continue
+        relu = after[0][0]
+        item = ScalableChannels(node.name, relu.output[0], channels.get(node.output[0], 0))
+        if item.channels <= 0:
+            continue
+        ok, stack = True, [(relu.output[0], 0)]
+        while stack and ok:
+            tensor, offset = stack.pop()
+            item.tensors.append(tensor)
+            ok = tensor not in outputs
+            for reader, index in consumers.get(tensor, []):
+                if reader.op_type in ("Conv", "Gemm"):
+                    ok = ok and index == 0 and constant_source(model, reader.input[1]) is not None
+                    ok = ok and _attribute(reader, "group", 1) == 1 and not _attribute(reader, "transA", 0)
+                    item.readers.append((reader.name, offset))
+                elif reader.op_type == "Concat" and _attribute(reader, "axis", 1) == 1:
+                    before = sum(channels.get(i, -10**9) for i in reader.input[:index])
+                    ok = ok and before >= 0
+                    stack.append((reader.output[0], offset + before))
+                elif reader.op_type in PASS_THROUGH and reader.op_type != "Concat":
+                    stack.append((reader.output[0], offset))
+                else:
+                    ok = False
+        if ok and item.readers:
+            found.append(item)
+    return found
+
+
+def _channel_counts(model) -> dict[str, int]:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    counts = {}
+    for value in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) >= 2 and dims[1].dim_value > 0:
+            counts[value.name] = dims[1].dim_value
+    return counts
+
+
+def channel_absmax(model, tensors: list[str], inputs: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Per-channel max |x| of each tensor over the images (one ORT pass)."""
+    from .evaluate import session_with_outputs
+
+    sess = session_with_outputs(model, tensors)
+    input_name = sess.get_inputs()[0].name
+    result: dict[str, np.ndarray] = {}
+    for start in range(0, len(inputs), batch_size):
+        for name, value in zip(tensors, sess.run(tensors, {input_name: inputs[start:start + batch_size]})):
+            part = np.abs(value).max(axis=tuple(a for a in range(value.ndim) if a != 1))
+            result[name] = part if name not in result else np.maximum(result[name], part)
+    return result
+
+
+def equalization_scales(model, inputs: np.ndarray, strength: float = 0.5, max_scale: float = 16.0
+                        ) -> dict[str, np.ndarray]:
+    """Conv name -> per-output-channel scale s_i >= 1, from the channel ranges on `inputs`."""
+    from .qdq import plan_quantization
+
+    scalable = find_scalable(model)
+    tensors = sorted({t for item in scalable for t in item.tensors})
+    ranges = channel_absmax(model, tensors, inputs)
+    plan = plan_quantization(model)
+    group_range: dict[str, float] = {}
+    for tensor in tensors:
+        root = plan.groups.get(tensor, tensor)
+        group_range[root] = max(group_range.get(root, 0.0), float(ranges[tensor].max()))
+    scales = {}
+    for item in scalable:
+        limit = min(group_range[plan.groups.get(t, t)] for t in item.tensors)
+        own = np.maximum(ranges[item.relu_output].astype(np.float64), 1e-12)
+        scale = np.clip((limit / own) ** strength, 1.0, max_scale)
+        scale[ranges[item.relu_output] == 0] = 1.0  # a dead channel: nothing to gain
+        scales[item.conv] = scale.astype(np.float32)
+    return scales
+
+
+def apply_equalization(model, scales: dict[str, np.ndarray]):
+    """A copy of `model` with each listed Conv's output channels scaled by s and the weights
+    reading them divided by s: the same FP32 function. Initializers shared by several nodes
+    are copied before they are changed."""
+    import onnx
+    from onnx import numpy_helper
+
+    from .qdq import constant_source
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    nodes = {n.name: n for n in graph.node}
+    items = {item.conv: item for item in find_scalable(out)}
+    users: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    initializers = {i.name: i for i in graph.initializer}
+    arrays: dict[str, np.ndarray] = {}
+
+    def owned(node, index: int) -> str:
+        """The initializer behind node.input[index], made private to this node when shared."""
+        source = constant_source(out, node.input[index])
+        if node.input[index] == source and users.get(source, 0) <= 1:
+            name = source
+        else:
+            name = f"{node.name.replace('/', '_').strip('_')}_equalized_{index}"
+            if name not in initializers:
+                tensor = numpy_helper.from_array(numpy_helper.to_array(initializers[source]), name)
+                graph.initializer.append(tensor)
+                initializers[name] = tensor
+            node.input[index] = name
+        if name not in arrays:
+            arrays[name] = numpy_helper.to_array(initializers[name]).astype(np.float32).copy()
+        return name
+
+    for conv_name, scale in scales.items():
+        item = items.get(conv_name)
+        if item is None or len(scale) != item.channels:
+            raise ValueError(f"equalization scales for '{conv_name}' do not fit this graph")
+        conv = nodes[conv_name]
+        weight = owned(conv, 1)
+        arrays[weight] *= scale.reshape(-1, *([1] * (arrays[weight].ndim - 1)))
+        if len(conv.input) > 2 and conv.input[2]:
+            bias = owned(conv, 2)
+            arrays[bias] *= scale
+        for reader_name, offset in item.readers:
+            reader = nodes[reader_name]
+            weight = owned(reader, 1)
+            window = slice(offset, offset + len(scale))
+            if reader.op_type == "Conv":
+                arrays[weight][:, window] /= scale.reshape(1, -1, *([1] * (arrays[weight].ndim - 2)))
+            elif _attribute(reader, "transB", 0):
+                arrays[weight][:, window] /= scale.reshape(1, -1)
+            else:
+                arrays[weight][window] /= scale.reshape(-1, 1)
+    for name, array in arrays.items():
+        initializers[name].CopyFrom(numpy_helper.from_array(array.astype(np.float32), name))
+    used = {i for n in graph.node for i in n.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return out
