@@ -115,6 +115,19 @@ def test_committed_cache_for_another_graph_means_recalibration(digits_onnx, tmp_
     assert result.calibration == "entropy on 32 images of digits-train"
 
 
+def test_a_cache_made_with_equalization_is_not_used_without_it(digits_opt_onnx, tmp_path):
+    """Its amax were measured on the equalized graph: with equalization off they do not
+    apply, so the committed cache is passed over (said so) and a user's cache is refused."""
+    result = quantize_onnx(digits_opt_onnx, tmp_path / "plain.int8.onnx", equalize=False, bias_correction=False,
+                           progress=False)
+    assert result.notes[0].startswith("recalibrating: the calibration cache")
+    assert result.notes[0].endswith("does not match: it was made for an equalized graph, and equalization is off")
+    assert result.equalized == 0 and "equalization" not in read_cache(result.cache_path)
+    with pytest.raises(UserError, match="cannot reuse this calibration cache: it was made without equalization, "
+                                        "which is on; recalibrate with --calib-data"):
+        quantize_onnx(digits_opt_onnx, tmp_path / "again.int8.onnx", calib_cache=result.cache_path, progress=False)
+
+
 def _write_images(folder, good: int, bad: int):
     from PIL import Image
 
