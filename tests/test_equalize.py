@@ -54,7 +54,7 @@ def test_equalization_through_concat_pool_gap_and_gemm_is_an_fp32_identity():
     assert sorted(found["conv_b"].readers) == [("conv_c", 4)]  # b's channels sit after a's 4 in the concat
     assert found["conv_c"].readers == [("fc", 0)]
     inputs = np.random.default_rng(1).normal(size=(16, 3, 8, 8)).astype(np.float32)
-    scales = equalization_scales(model, inputs, strength=1.0)
+    scales = equalization_scales(model, [inputs[:8], inputs[8:]], strength=1.0)
     assert any(float(s.max()) > 1.5 for s in scales.values())
     assert all(float(s.min()) >= 1.0 for s in scales.values())
     equalized = apply_equalization(model, scales)

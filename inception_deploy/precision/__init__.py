@@ -315,7 +315,7 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
                             f"or set calibration.data in recipe '{recipe.name}'")
         scales = None
         if eq_params:
-            scales = equalization_scales(model, images.get(count), **eq_params)
+            scales = equalization_scales(model, images.batches(count), **eq_params)
         work = apply_equalization(model, scales) if scales else model
         cache = calibrate_model(work, recipe, calib_source, count, method, progress, allow_fewer, tensors)
         cache["model_sha256"] = graph_sha256(model)  # it serves the input graph: the scales are stored with it
@@ -369,25 +369,26 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
 
 
 class _CalibrationImages:
-    """The calibration images in memory, loaded once on first use (equalization and bias
-    correction each need several passes over them)."""
+    """The calibration images for equalization (one streamed pass) and bias correction (one
+    pass per depth over a bounded number of images, kept in memory)."""
 
     def __init__(self, recipe, source, allow_fewer: bool):
         self.recipe, self.source, self.allow_fewer = recipe, source, allow_fewer
-        self._loaded: dict = {}
 
-    def get(self, count) -> np.ndarray:
+    def batches(self, count):
+        """Streamed: the same source, count and seed as the calibration pass, so the same images."""
         from .calibrate import stream_calibration_batches
 
         if self.source is None:
             raise UserError("this needs the calibration images: pass --calib-data DIR|FILE.npz, or set "
                             f"calibration.data in recipe '{self.recipe.name}'")
-        if count not in self._loaded:
-            # Same source, count and seed as the calibration pass, so the same choice of images.
-            _, batches = stream_calibration_batches(self.recipe, self.source, count, self.recipe.calibration.batch_size,
-                                                    self.allow_fewer)
-            self._loaded[count] = np.concatenate(list(batches))
-        return self._loaded[count]
+        return stream_calibration_batches(self.recipe, self.source, count, self.recipe.calibration.batch_size,
+                                          self.allow_fewer)[1]
+
+    def get(self, count) -> np.ndarray:
+        """In memory, for the passes that go over the images many times (bias correction:
+        precision.int8.bias_correction_images bounds the count)."""
+        return np.concatenate(list(self.batches(count)))
 
 
 def _equalization_mismatch(cache: dict, params) -> Optional[str]:

@@ -24,6 +24,7 @@ through Concat.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 
@@ -107,28 +108,29 @@ def _channel_counts(model) -> dict[str, int]:
     return counts
 
 
-def channel_absmax(model, tensors: list[str], inputs: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
-    """Per-channel max |x| of each tensor over the images (one ORT pass)."""
+def channel_absmax(model, tensors: list[str], batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-channel max |x| of each tensor over the images (one streamed ORT pass: memory does
+    not grow with the number of images)."""
     from .evaluate import session_with_outputs
 
     sess = session_with_outputs(model, tensors)
     input_name = sess.get_inputs()[0].name
     result: dict[str, np.ndarray] = {}
-    for start in range(0, len(inputs), batch_size):
-        for name, value in zip(tensors, sess.run(tensors, {input_name: inputs[start:start + batch_size]})):
+    for batch in batches:
+        for name, value in zip(tensors, sess.run(tensors, {input_name: batch})):
             part = np.abs(value).max(axis=tuple(a for a in range(value.ndim) if a != 1))
             result[name] = part if name not in result else np.maximum(result[name], part)
     return result
 
 
-def equalization_scales(model, inputs: np.ndarray, strength: float = 0.5, max_scale: float = 16.0
+def equalization_scales(model, batches: Iterable[np.ndarray], strength: float = 0.5, max_scale: float = 16.0
                         ) -> dict[str, np.ndarray]:
-    """Conv name -> per-output-channel scale s_i >= 1, from the channel ranges on `inputs`."""
+    """Conv name -> per-output-channel scale s_i >= 1, from the channel ranges on `batches`."""
     from .qdq import plan_quantization
 
     scalable = find_scalable(model)
     tensors = sorted({t for item in scalable for t in item.tensors})
-    ranges = channel_absmax(model, tensors, inputs)
+    ranges = channel_absmax(model, tensors, batches)
     plan = plan_quantization(model)
     group_range: dict[str, float] = {}
     for tensor in tensors:
