@@ -175,7 +175,14 @@ def test_cli_quantize_prints_comparison(digits_opt_onnx, tmp_path):
     assert result.exit_code == 0, result.output
     assert "FP32 vs INT8 on 450 images of digits-holdout" in result.output
     assert "top-1 accuracy FP32 97." in result.output
-    assert out.is_file() and (tmp_path / "cli.calib.json").is_file() and (tmp_path / "cli.calib.trt.txt").is_file()
+    assert out.is_file() and (tmp_path / "cli.calib.json").is_file()
+    # Equalized (the default): TensorRT's text cache would carry the equalized graph's scales.
+    assert not (tmp_path / "cli.calib.trt.txt").exists()
+    assert "no TensorRT text calibration cache: its scales would be for the equalized graph" in result.output
+    plain = CliRunner().invoke(main, ["quantize", str(digits_opt_onnx), "--int8", "--no-equalize", "--no-bias-correction",
+                                      "-o", str(tmp_path / "plain.int8.onnx"), "-q"])
+    assert plain.exit_code == 0, plain.output
+    assert (tmp_path / "plain.calib.trt.txt").read_text().startswith("TRT-100000-EntropyCalibration2\n")
 
 
 def test_cli_refuses_bad_input_without_partial_artifact(tmp_path, digits_opt_onnx):

@@ -359,7 +359,14 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
     trt_path = cache_path.with_name(cache_path.name.removesuffix(".json") + ".trt.txt")
     if not how.startswith("reused") or how.endswith("measured now"):  # a reused cache is already where the user keeps it
         write_cache(cache, cache_path)
-    write_tensorrt_cache(cache, trt_path)
+    if stored_scales:
+        # Its amax belong to the equalized graph, which only lives inside the Q/DQ graph; an
+        # implicit-INT8 (TensorRT <= 10) build of the FP32 file would get wrong scales.
+        trt_path = None
+        notes.append("no TensorRT text calibration cache: its scales would be for the equalized graph, not the "
+                     "FP32 input; quantize with --no-equalize for implicit INT8 with TensorRT <= 10")
+    else:
+        write_tensorrt_cache(cache, trt_path)
     result = QuantizeResult(output_path, "int8", cache_path=cache_path, tensorrt_cache_path=trt_path, method=cache["method"],
                             calibration=how, images=cache["data"]["images"], excluded=plan.excluded,
                             quantized_layers=len(plan.layers), sensitivity=report, notes=notes,
