@@ -71,6 +71,22 @@ def test_a_relu_output_read_by_an_unscalable_op_is_left_alone():
     assert found == {"conv_a", "conv_b"}
 
 
+def test_flatten_of_a_spatial_map_stops_equalization():
+    """Conv -> Relu -> Flatten -> Gemm with a 2x2 map (GoogLeNet's aux head): channel c becomes
+    features 4c..4c+3, not feature c, so that conv is left alone; after a global pool it is not."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("Gemm", ["f", "g"], ["y"], name="fc", transB=1)]
+    inits = [numpy_helper.from_array(rng.normal(size=(3, 3, 1, 1)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=(5, 12)).astype(np.float32), "g")]
+    graph = helper.make_graph(nodes, "aux", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    assert find_scalable(model) == []
+    assert [item.conv for item in find_scalable(_branchy_graph())] == ["conv_a", "conv_b", "conv_c"]  # GAP first
+
+
 def test_scales_that_do_not_fit_the_graph_are_refused():
     with pytest.raises(ValueError, match="equalization scales for 'conv_a' do not fit this graph"):
         apply_equalization(_branchy_graph(), {"conv_a": np.ones(3, dtype=np.float32)})

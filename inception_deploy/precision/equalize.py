@@ -61,7 +61,8 @@ def find_scalable(model) -> list[ScalableChannels]:
         for index, name in enumerate(node.input):
             consumers.setdefault(name, []).append((node, index))
     outputs = {o.name for o in graph.output}
-    channels = _channel_counts(model)
+    shapes = _shapes(model)
+    channels = {name: dims[1] for name, dims in shapes.items() if len(dims) >= 2 and dims[1] > 0}
     found = []
     for node in graph.node:
         if node.op_type != "Conv" or constant_source(model, node.input[1]) is None:
@@ -87,6 +88,12 @@ def find_scalable(model) -> list[ScalableChannels]:
                     before = sum(channels.get(i, -10**9) for i in reader.input[:index])
                     ok = ok and before >= 0
                     stack.append((reader.output[0], offset + before))
+                elif reader.op_type == "Flatten":
+                    # Channel c stays feature c only when each channel is one value (after a
+                    # global pool); otherwise it spreads over H*W features.
+                    dims = shapes.get(tensor, [])
+                    ok = ok and len(dims) >= 2 and all(d == 1 for d in dims[2:])
+                    stack.append((reader.output[0], offset))
                 elif reader.op_type in PASS_THROUGH and reader.op_type != "Concat":
                     stack.append((reader.output[0], offset))
                 else:
@@ -96,16 +103,13 @@ def find_scalable(model) -> list[ScalableChannels]:
     return found
 
 
-def _channel_counts(model) -> dict[str, int]:
+def _shapes(model) -> dict[str, list[int]]:
+    """Tensor -> its dims from ONNX shape inference (0 where unknown)."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model)
-    counts = {}
-    for value in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
-        dims = value.type.tensor_type.shape.dim
-        if len(dims) >= 2 and dims[1].dim_value > 0:
-            counts[value.name] = dims[1].dim_value
-    return counts
+    return {value.name: [d.dim_value for d in value.type.tensor_type.shape.dim]
+            for value in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]}
 
 
 def channel_absmax(model, tensors: list[str], batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
