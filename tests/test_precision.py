@@ -178,7 +178,7 @@ def test_cli_quantize_prints_comparison(digits_opt_onnx, tmp_path):
     assert out.is_file() and (tmp_path / "cli.calib.json").is_file()
     # Equalized (the default): TensorRT's text cache would carry the equalized graph's scales.
     assert not (tmp_path / "cli.calib.trt.txt").exists()
-    assert "no TensorRT text calibration cache: its scales would be for the equalized graph" in result.output
+    assert "(no TensorRT text cache: its scales are the equalized graph's; --no-equalize makes one" in result.output
     plain = CliRunner().invoke(main, ["quantize", str(digits_opt_onnx), "--int8", "--no-equalize", "--no-bias-correction",
                                       "-o", str(tmp_path / "plain.int8.onnx"), "-q"])
     assert plain.exit_code == 0, plain.output

@@ -73,8 +73,10 @@ class QuantizeResult:
             lines += self.evaluation.lines(label)
         lines.append(f"wrote {self.path}")
         if self.cache_path:
-            lines.append(f"calibration cache {self.cache_path}" + (f" (TensorRT text: {self.tensorrt_cache_path})"
-                                                                  if self.tensorrt_cache_path else ""))
+            lines.append(f"calibration cache {self.cache_path}" + (
+                f" (TensorRT text: {self.tensorrt_cache_path})" if self.tensorrt_cache_path else
+                " (no TensorRT text cache: its scales are the equalized graph's; --no-equalize makes one for "
+                "implicit INT8 on TensorRT <= 10)" if self.equalized else ""))
         return lines
 
 
@@ -363,8 +365,6 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
         # Its amax belong to the equalized graph, which only lives inside the Q/DQ graph; an
         # implicit-INT8 (TensorRT <= 10) build of the FP32 file would get wrong scales.
         trt_path = None
-        notes.append("no TensorRT text calibration cache: its scales would be for the equalized graph, not the "
-                     "FP32 input; quantize with --no-equalize for implicit INT8 with TensorRT <= 10")
     else:
         write_tensorrt_cache(cache, trt_path)
     result = QuantizeResult(output_path, "int8", cache_path=cache_path, tensorrt_cache_path=trt_path, method=cache["method"],
