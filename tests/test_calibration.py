@@ -51,6 +51,9 @@ def test_calibrators_on_known_distributions():
         gaussian.update(rng.normal(0, 1, size=100_000).astype(np.float32))
     mse = MseCalibrator().amax(gaussian)
     assert 2.5 < mse < 0.95 * gaussian.absmax  # MSE-optimal int8 clipping of a Gaussian: a few sigma
+    # The tolerance takes the largest threshold within 2% of the least error, never a smaller one.
+    strict = MseCalibrator(tolerance=0.0).amax(gaussian)
+    assert 2.5 < strict <= mse
     # 400k Gaussian samples: the KL curve is flat (within 1e-4) from ~4.2 sigma to the sample max, so
     # any threshold there is TensorRT's answer; what matters is that the bulk is never clipped.
     assert 4.0 < EntropyCalibrator().amax(gaussian) <= gaussian.absmax

@@ -293,10 +293,19 @@ class EntropyCalibrator(Calibrator):
 
 @dataclass
 class MseCalibrator(Calibrator):
-    """The amax whose int8 rounding + clipping error, summed over the histogram, is least."""
+    """The amax whose int8 rounding + clipping error, summed over the histogram, is least;
+    among the thresholds within `tolerance` (relative) of that least error, the largest.
+
+    Why the tolerance: the error curve is flat near its minimum, and a few hundred images
+    cannot tell those thresholds apart; the smallest one clips the most, which the calibration
+    images do not pay for but unseen images do. On the digits GoogLeNet (256 calibration
+    images, 450 held-out, equalized and bias-corrected) the held-out mean / max abs logit
+    error was 0.0146 / 0.392 at tolerance 0, 0.0141 / 0.295 at 0.005, 0.0131 / 0.166 at 0.01,
+    0.0127 / 0.135 at 0.02 and 0.0133 / 0.199 at 0.05: the mean is least at 0.02."""
 
     start_bin: int = 64
     candidates: int = 512
+    tolerance: float = 0.02
     method = "mse"
 
     def amax(self, stats: TensorStats) -> float:
@@ -306,19 +315,17 @@ class MseCalibrator(Calibrator):
         centers = (np.arange(hist.size) + 0.5) * width
         weights = hist.astype(np.float64)
         ends = np.unique(np.linspace(self.start_bin, hist.size, self.candidates).round().astype(np.int64))
-        best_err, best_amax = math.inf, stats.absmax
+        errors = []
         for chunk in np.array_split(ends, max(1, len(ends) // 64)):
-            amaxes = chunk.astype(np.float64) * width
-            scales = amaxes[:, None] / INT8_MAX
+            scales = chunk.astype(np.float64)[:, None] * width / INT8_MAX
             dequantized = np.clip(np.rint(centers[None, :] / scales), 0, INT8_MAX) * scales
-            errors = ((centers[None, :] - dequantized) ** 2 * weights[None, :]).sum(axis=1)
-            k = int(np.argmin(errors))
-            if errors[k] < best_err:
-                best_err, best_amax = float(errors[k]), float(amaxes[k])
-        return min(stats.absmax, best_amax)
+            errors.append(((centers[None, :] - dequantized) ** 2 * weights[None, :]).sum(axis=1))
+        error = np.concatenate(errors)
+        near_best = np.flatnonzero(error <= error.min() * (1.0 + self.tolerance))
+        return min(stats.absmax, float(ends[near_best.max()]) * width)
 
     def params(self) -> dict:
-        return {"start_bin": self.start_bin, "candidates": self.candidates}
+        return {"start_bin": self.start_bin, "candidates": self.candidates, "tolerance": self.tolerance}
 
 
 def make_calibrator(method: str, percentile: float = 99.99) -> Calibrator:
