@@ -281,7 +281,7 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
     int8_cfg = recipe.precision.int8
     eq_params = {"strength": int8_cfg.equalize_strength, "max_scale": int8_cfg.equalize_max_scale} if equalize else None
     images = _CalibrationImages(recipe, calib_source, allow_fewer)
-    cache, how, notes = None, "", []
+    cache, how, notes, equalized = None, "", [], None
     if calib_cache is not None and Path(calib_cache).exists() and calib_data is None:
         cache = read_cache(calib_cache)
         why = mismatch(cache, model, recipe, calib_method, tensors) or _equalization_mismatch(cache, eq_params)
@@ -318,8 +318,9 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
         scales = None
         if eq_params:
             scales = equalization_scales(model, images.batches(count), **eq_params)
-        work = apply_equalization(model, scales) if scales else model
-        cache = calibrate_model(work, recipe, calib_source, count, method, progress, allow_fewer, tensors)
+        equalized = apply_equalization(model, scales) if scales else None
+        cache = calibrate_model(equalized or model, recipe, calib_source, count, method, progress, allow_fewer,
+                                tensors)
         cache["model_sha256"] = graph_sha256(model)  # it serves the input graph: the scales are stored with it
         if scales is not None:
             cache["equalization"] = {"params": eq_params,
@@ -328,8 +329,10 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
     amax, absmax = amax_from_cache(cache)
     stored_scales = (cache.get("equalization") or {}).get("scales") if eq_params else None
     if stored_scales:
-        # The same FP32 function with rescaled channels; the cache's amax were measured on it.
-        model = apply_equalization(model, {k: np.asarray(v, dtype=np.float32) for k, v in stored_scales.items()})
+        # The same FP32 function with rescaled channels; the cache's amax were measured on it
+        # (just made above when calibrating now, else rebuilt from the cache's scales).
+        model = equalized or apply_equalization(
+            model, {k: np.asarray(v, dtype=np.float32) for k, v in stored_scales.items()})
     unsigned = None
     if int8_cfg.unsigned_activations:
         unsigned = {t for t, v in cache["tensors"].items() if v.get("min", -1.0) >= 0.0}

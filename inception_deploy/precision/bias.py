@@ -85,7 +85,8 @@ def _biases_as_inputs(quantized, layers: dict[str, int], channels: dict[str, int
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from .qdq import _attribute, constant_source
+    from ..lint.graph import attribute
+    from .qdq import constant_source
 
     working = onnx.ModelProto()
     working.CopyFrom(quantized)
@@ -104,7 +105,7 @@ def _biases_as_inputs(quantized, layers: dict[str, int], channels: dict[str, int
                 continue  # broadcast in a way a per-channel shift cannot follow
         else:
             bias = np.zeros(count, dtype=np.float32)
-        divisor = float(_attribute(node, "beta", 1.0)) if node.op_type == "Gemm" else 1.0
+        divisor = float(attribute(node, "beta", 1.0)) if node.op_type == "Gemm" else 1.0
         if divisor == 0.0:
             continue
         name = f"{node.name}::bias"

@@ -44,15 +44,10 @@ class ScalableChannels:
     readers: list[tuple[str, int]] = field(default_factory=list)
 
 
-def _attribute(node, name: str, default):
-    from onnx import helper
-
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
-
-
 def find_scalable(model) -> list[ScalableChannels]:
     """Every Conv -> Relu pair whose channels reach only Conv/Gemm weights (group 1, constant
     weights) through PASS_THROUGH ops and never a graph output."""
+    from ..lint.graph import attribute
     from .qdq import constant_source
 
     graph = model.graph
@@ -82,9 +77,9 @@ def find_scalable(model) -> list[ScalableChannels]:
             for reader, index in consumers.get(tensor, []):
                 if reader.op_type in ("Conv", "Gemm"):
                     ok = ok and index == 0 and constant_source(model, reader.input[1]) is not None
-                    ok = ok and _attribute(reader, "group", 1) == 1 and not _attribute(reader, "transA", 0)
+                    ok = ok and attribute(reader, "group", 1) == 1 and not attribute(reader, "transA", 0)
                     item.readers.append((reader.name, offset))
-                elif reader.op_type == "Concat" and _attribute(reader, "axis", 1) == 1:
+                elif reader.op_type == "Concat" and attribute(reader, "axis", 1) == 1:
                     before = sum(channels.get(i, -10**9) for i in reader.input[:index])
                     ok = ok and before >= 0
                     stack.append((reader.output[0], offset + before))
@@ -157,6 +152,7 @@ def apply_equalization(model, scales: dict[str, np.ndarray]):
     import onnx
     from onnx import numpy_helper
 
+    from ..lint.graph import attribute
     from .qdq import constant_source
 
     out = onnx.ModelProto()
@@ -203,7 +199,7 @@ def apply_equalization(model, scales: dict[str, np.ndarray]):
             window = slice(offset, offset + len(scale))
             if reader.op_type == "Conv":
                 arrays[weight][:, window] /= scale.reshape(1, -1, *([1] * (arrays[weight].ndim - 2)))
-            elif _attribute(reader, "transB", 0):
+            elif attribute(reader, "transB", 0):
                 arrays[weight][:, window] /= scale.reshape(1, -1)
             else:
                 arrays[weight][window] /= scale.reshape(-1, 1)

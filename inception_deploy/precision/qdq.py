@@ -266,18 +266,14 @@ def _ensure_opset(model, minimum: int) -> None:
 
 
 # --------------------------------------------------------------------------- bias correction
-def _attribute(node, name: str, default):
-    from onnx import helper
-
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
-
-
 def correct_bias(model, shifts: dict[str, np.ndarray]) -> list[str]:
     """Subtract each Conv/Gemm layer's shift (bias.measure_bias_corrections) from its float
     bias, in place on `model` (the Q/DQ graph); a layer without a bias gets one. Biases stay
     float (TensorRT adds them in float after the int8 convolution). Returns the layers
     corrected."""
     from onnx import numpy_helper
+
+    from ..lint.graph import attribute
 
     initializers = {i.name: i for i in model.graph.initializer}
     corrected = []
@@ -293,7 +289,7 @@ def correct_bias(model, shifts: dict[str, np.ndarray]) -> list[str]:
         else:
             bias = np.zeros(shift.shape, dtype=np.float32)
         if node.op_type == "Gemm":
-            beta = _attribute(node, "beta", 1.0)
+            beta = attribute(node, "beta", 1.0)
             if beta == 0.0:
                 continue
             shift = shift / beta
