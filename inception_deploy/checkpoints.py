@@ -4,20 +4,28 @@ Accepted: state dicts in .pth/.pt (torch.load with weights_only=True), wrapped i
 {"state_dict": ...} / {"model": ...} with epoch/optimizer entries beside them, with
 `module.` (DataParallel/DDP) or `_orig_mod.` (torch.compile) prefixes; .safetensors;
 TorchScript archives and torch.export programs (.pt2) as self-contained graphs for
-Inception-family models whose Python code the user does not have. A file that needs
-arbitrary unpickling is refused without running anything unless the user trusts it.
+Inception-family models whose Python code the user does not have, admitted after a static
+check that they hold nothing but pure tensor operators (checkpoint_safety.py). A file that
+needs arbitrary unpickling, or a graph with any other operator, is refused without running
+anything unless the user passes --trust-checkpoint. Every weight must be finite, and
+floating where the model's parameter is.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .checkpoint_safety import check_exported_program, check_torchscript_archive, check_torchscript_module
 from .errors import UserError
+from .finite import describe, first_non_finite
 from .models import MODELS, ModelSpec, build_model, get_spec
 
 log = logging.getLogger(__name__)
@@ -37,25 +45,75 @@ class Checkpoint:
 
 
 def load_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:
+    """Read a checkpoint without running anything from it (unless `trust`); see checkpoint_safety
+    for what graph checkpoints must satisfy. Every weight is checked finite and floating."""
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        return Checkpoint(path, "state_dict", state_dict=_load_safetensors(path))
-    if path.suffix == ".pt2":
-        return _load_exported_program(path)
-    if _is_torchscript(path):
-        try:
-            module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:  # noqa: BLE001 - TorchScript raises many kinds
-            raise UserError(f"{path}: TorchScript archive could not be loaded: {_first_line(exc)}") from None
-        return Checkpoint(path, "torchscript", module=module.eval())
-    obj = _torch_load(path, trust)
-    if isinstance(obj, torch.nn.Module):  # a pickled whole module, only reachable when trusted
-        return Checkpoint(path, "module", module=obj.eval(), state_dict=obj.state_dict())
-    return Checkpoint(path, "state_dict", state_dict=_unwrap_state_dict(obj, path))
+        checkpoint = Checkpoint(path, "state_dict", state_dict=_load_safetensors(path))
+    elif path.suffix == ".pt2":
+        checkpoint = _load_exported_program(path, trust)
+    elif _is_torchscript(path):
+        checkpoint = _load_torchscript(path, trust)
+    else:
+        obj = _torch_load(path, trust)
+        if isinstance(obj, torch.nn.Module):  # a pickled whole module, only reachable when trusted
+            checkpoint = Checkpoint(path, "module", module=obj.eval(), state_dict=obj.state_dict())
+        else:
+            checkpoint = Checkpoint(path, "state_dict", state_dict=_unwrap_state_dict(obj, path))
+    if checkpoint.module is not None:
+        named = [*checkpoint.module.named_parameters(), *checkpoint.module.named_buffers()]
+    else:
+        named = list(checkpoint.state_dict.items())
+    check_weights_finite(named, path)
+    return checkpoint
+
+
+def check_weights_finite(named_tensors, source) -> None:
+    """The first NaN/Inf weight is an error: a NaN model 'passes' every comparison otherwise."""
+    for name, tensor in named_tensors:
+        found = first_non_finite(tensor)
+        if found is not None:
+            raise UserError(f"{source}: weight '{name}' holds {describe(found)} (the first non-finite weight); "
+                            "a model with NaN/Inf weights computes nothing: retrain or fix the checkpoint")
+
+
+@contextlib.contextmanager
+def _quiet_torch():
+    """torch's loaders log warnings with whole tracebacks (exc_info) and warn about legacy
+    formats; what matters to the user is our one line, so they are silenced here."""
+    loggers = [logging.getLogger(name) for name in ("torch", "torch.export", "torch._export", "torch.jit")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _load_torchscript(path: Path, trust: bool) -> Checkpoint:
+    import torch
+
+    data = path.read_bytes()  # checked and loaded from the same bytes
+    if trust:
+        log.warning("loading TorchScript %s without the static check (--trust-checkpoint): it can run code", path)
+    else:
+        check_torchscript_archive(path, data)
+    try:
+        with _quiet_torch():
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - TorchScript raises many kinds
+        raise UserError(f"{path}: TorchScript archive could not be loaded: {_first_line(exc)}") from None
+    if not trust:
+        check_torchscript_module(path, module)
+    return Checkpoint(path, "torchscript", module=module.eval())
 
 
 def _torch_load(path: Path, trust: bool):
@@ -133,14 +191,21 @@ def _load_safetensors(path: Path) -> dict:
         raise UserError(f"{path}: not a readable .safetensors file ({_first_line(exc)})") from None
 
 
-def _load_exported_program(path: Path) -> Checkpoint:
+def _load_exported_program(path: Path, trust: bool) -> Checkpoint:
     import torch
 
+    data = path.read_bytes()  # checked and loaded from the same bytes
+    if trust:
+        log.warning("loading torch.export program %s without the static check (--trust-checkpoint): it can run code", path)
+    else:
+        check_exported_program(path, data)
     try:
-        program = torch.export.load(str(path))
+        with _quiet_torch():
+            program = torch.export.load(io.BytesIO(data))
+            module = program.module()
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"{path}: torch.export program could not be loaded: {_first_line(exc)}") from None
-    return Checkpoint(path, "exported_program", module=_ExportedModule(program.module()))
+    return Checkpoint(path, "exported_program", module=_ExportedModule(module))
 
 
 def _exported_module_class():
@@ -245,6 +310,12 @@ def module_from_state_dict(state_dict: dict, arch: str, transform_input: bool, s
         if guessed is None:
             cause = f"these do not look like {spec.name} weights (no {spec.signature_keys[0]})"
         raise UserError(f"{source}: weights do not fit {spec.name}: {'; '.join(parts)}; likely cause: {cause}")
+    # load_state_dict casts silently: int32 weights would become a different (e.g. all-zero) model.
+    not_float = [k for k in expected if expected[k].is_floating_point() and not state_dict[k].is_floating_point()]
+    if not_float:
+        k = not_float[0]
+        raise UserError(f"{source}: weight '{k}' is {str(state_dict[k].dtype).removeprefix('torch.')}, not floating "
+                        f"point ({len(not_float)} such weights); save the float weights of the trained model")
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
