@@ -22,7 +22,8 @@ BUNDLED_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `std: [0.5, .nan, 0.5]` passes `s <= 0` checks (NaN compares false) and trains on NaN.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSection(_Section):
@@ -219,17 +220,75 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
     raise UserError(f"unknown recipe '{text}'{hint}")
 
 
+# A real recipe has a few hundred YAML values; aliases (&a / *a) can make a 1 KB file stand
+# for 10^9 of them, which anything walking the result (validation, error messages) expands.
+MAX_RECIPE_VALUES = 100_000
+
+
 def load_recipe(name_or_path: str | Path) -> Recipe:
     path = resolve_recipe_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                        "save the recipe as UTF-8") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        raw = _load_yaml(text, path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise UserError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', None) or _short(exc)}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a recipe must be a YAML mapping of sections (model, preprocessing, ...)")
     return recipe_from_dict(raw, source=str(path))
+
+
+def _load_yaml(text: str, path: Path):
+    """yaml.safe_load, refusing documents whose alias-expanded size exceeds MAX_RECIPE_VALUES
+    (counted on the node graph, where an alias is one shared node, before anything expands it)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+
+        def expanded(n, depth: int = 0) -> int:
+            if id(n) in sizes:
+                if sizes[id(n)] < 0:
+                    raise UserError(f"{path}: a YAML alias refers to itself (a recursive structure); "
+                                    "a recipe is a tree of plain values")
+                return sizes[id(n)]
+            if depth > 64:
+                raise UserError(f"{path}: YAML nested more than 64 levels deep; a recipe is a few levels of sections")
+            sizes[id(n)] = -1
+            children = [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else \
+                (n.value if isinstance(n, yaml.SequenceNode) else [])
+            total = 1 + sum(expanded(c, depth + 1) for c in children)
+            if total > MAX_RECIPE_VALUES:
+                raise UserError(f"{path}: the YAML stands for more than {MAX_RECIPE_VALUES:,} values once its aliases "
+                                "(&anchor / *alias) are expanded; a recipe needs a few hundred: remove the nested aliases")
+            sizes[id(n)] = total
+            return total
+
+        expanded(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _short(value, limit: int = 80) -> str:
+    """A bounded repr for error messages: reprlib stops at a few items per level, so even a
+    structure standing for 10^9 values costs nothing to describe."""
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxlevel, shortener.maxstring, shortener.maxother = 3, limit, limit
+    shortener.maxlist = shortener.maxdict = shortener.maxtuple = shortener.maxset = 6
+    text = shortener.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def recipe_from_dict(raw: dict, source: str = "<recipe>") -> Recipe:
@@ -247,7 +306,7 @@ def recipe_from_dict(raw: dict, source: str = "<recipe>") -> Recipe:
 def _describe(exc: ValidationError) -> str:
     """One line for the first error: key path, what is wrong, and a did-you-mean for typos."""
     error = exc.errors()[0]
-    loc = [str(part) for part in error["loc"]]
+    loc = [str(part) if len(str(part)) <= 60 else str(part)[:57] + "..." for part in error["loc"]]
     path = ".".join(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
         known = _known_keys(loc[:-1])
@@ -257,7 +316,7 @@ def _describe(exc: ValidationError) -> str:
     if error["type"] == "missing":
         return f"missing key '{path}'"
     message = error["msg"].removeprefix("Value error, ")
-    return f"key '{path}': {message} (got {error.get('input')!r})"
+    return f"key '{path}': {message} (got {_short(error.get('input'))})"
 
 
 def _known_keys(loc: list[str]) -> list[str]:
