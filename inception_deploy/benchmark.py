@@ -58,9 +58,10 @@ class BenchmarkResult:
 def _input_spec(model_path: Path):
     import onnx
 
-    model = onnx.load(str(model_path), load_external_data=False)
-    initializers = {i.name for i in model.graph.initializer}
-    graph_input = next(i for i in model.graph.input if i.name not in initializers)
+    from .onnx_reader import first_graph_input, read_onnx
+
+    model = read_onnx(model_path)  # truncated files and graphs without inputs are one line here
+    graph_input = first_graph_input(model)
     dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
     dtype = onnx.helper.tensor_dtype_to_np_dtype(graph_input.type.tensor_type.elem_type)
     if any(d is None for d in dims[1:]):

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import NonFiniteOutput, UserError
+from .finite import describe, first_non_finite
+
 
 @dataclass
 class OutputComparison:
@@ -28,8 +31,19 @@ class OutputComparison:
     top5_agree: list = field(default_factory=list)
 
     def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        """Add one batch. Different shapes and empty outputs are input errors; a NaN/Inf on
+        either side fails the comparison (NaN slips through max/<=/argmax as 'no error')."""
         if reference.shape != candidate.shape:
-            raise ValueError(f"output '{self.name}': shapes differ, reference {reference.shape} vs {candidate.shape}")
+            raise UserError(f"output '{self.name}': the target gives shape {list(candidate.shape)}, the reference "
+                            f"{list(reference.shape)}; compare models with the same classes and output layout")
+        if reference.ndim == 0 or reference.size == 0:
+            raise UserError(f"output '{self.name}' has shape {list(reference.shape)}: no values per sample to compare "
+                            "(a classifier needs logits [batch, classes] with at least one class)")
+        for side, values in (("reference", reference), ("target", candidate)):
+            found = first_non_finite(values)
+            if found is not None:
+                raise NonFiniteOutput(f"output '{self.name}' of the {side} holds {describe(found)} at sample "
+                                      f"{self.count + found[0][0]} of the comparison: a NaN/Inf output never passes")
         ref = reference.astype(np.float64).reshape(len(reference), -1)
         cand = candidate.astype(np.float64).reshape(len(candidate), -1)
         diff = np.abs(ref - cand)
@@ -38,9 +52,12 @@ class OutputComparison:
         self.sum_abs_error += float(diff.sum())
         self.elements += diff.size
         self.max_abs_reference = max(self.max_abs_reference, float(np.abs(ref).max(initial=0.0)))
-        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+        ref_norm, cand_norm = np.linalg.norm(ref, axis=1), np.linalg.norm(cand, axis=1)
         dots = (ref * cand).sum(axis=1)
-        self.cosines.extend(np.where(norms > 0, dots / np.maximum(norms, 1e-300), 1.0).tolist())
+        # Two zero vectors agree (1); a zero vector against a non-zero one does not (0).
+        cosine = np.where((ref_norm > 0) & (cand_norm > 0), dots / np.maximum(ref_norm * cand_norm, 1e-300),
+                          np.where((ref_norm > 0) | (cand_norm > 0), 0.0, 1.0))
+        self.cosines.extend(cosine.tolist())
         self.top1_agree.extend((ref.argmax(1) == cand.argmax(1)).tolist())
         k = min(5, ref.shape[1])
         ref_top1 = ref.argmax(1)

@@ -2,6 +2,7 @@
 
 UserError: bad input (a file, a key, an option). Exit code 2, one line, no traceback.
 ParityFailure: an artifact answers differently from its reference beyond tolerance. Exit code 1.
+NonFiniteOutput: a compared output holds NaN/Inf, a failed check (exit 1), never "0 error".
 """
 
 
@@ -23,3 +24,7 @@ class ParityFailure(InceptionDeployError):
     """An artifact's outputs differ from the reference beyond the tolerance."""
 
     exit_code = 1
+
+
+class NonFiniteOutput(ParityFailure):
+    """An output being compared holds NaN or Inf: the check fails, whatever the tolerance."""

@@ -11,7 +11,6 @@ compared with PyTorch on ONNX Runtime CPU at batch 1 and 7 before it is moved in
 from __future__ import annotations
 
 import logging
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Optional
 import numpy as np
 
 from .compare import OutputComparison, compare_runners
-from .errors import ParityFailure, UserError
-from .fileio import atomic_path
+from .errors import NonFiniteOutput, ParityFailure, UserError
+from .fileio import atomic_path, check_writable, scratch_dir
 from .manifest import new_manifest, read_manifest, write_manifest
 from .recipes import Recipe, load_recipe
 from .reference import Reference, load_reference
@@ -50,23 +49,43 @@ def export_onnx(recipe: Recipe | str, weights: Optional[str | Path] = None, outp
     """Export the recipe's model with `weights` to `output` (default OUTPUT_DIR/<recipe>.onnx)."""
     recipe = load_recipe(recipe) if isinstance(recipe, (str, Path)) else recipe
     if keep_aux is not None or opset is not None:
-        export_cfg = recipe.export.model_copy(update={k: v for k, v in (("keep_aux", keep_aux), ("opset", opset)) if v is not None})
-        recipe = recipe.model_copy(update={"export": export_cfg})
+        recipe = recipe.model_copy(update={"export": _export_options(recipe, keep_aux, opset)})
+    target = Path(output) if output is not None else Path(output_dir) / f"{recipe.name}.onnx"
+    check_writable(target)  # before the work, not after it
     if reference is None:
         reference = load_reference(recipe, weights, trust_checkpoint=trust_checkpoint, progress=progress)
-    target = Path(output) if output is not None else Path(output_dir) / f"{recipe.name}.onnx"
 
     module = reference.with_aux() if recipe.export.keep_aux else reference.module
     output_names = [recipe.export.output_name, *(reference.aux_output_names if recipe.export.keep_aux else ())]
-    with tempfile.TemporaryDirectory(prefix="inception-deploy-export-") as scratch:
-        traced = Path(scratch) / "traced.onnx"
+    with scratch_dir("export") as scratch:
+        traced = scratch / "traced.onnx"
         _torch_export(module, recipe, output_names, traced)
         model = _finish(traced, recipe, reference, output_names)
         with atomic_path(target) as tmp:
             _save(model, tmp)
-            parity = check_parity(tmp, module, recipe, output_names)
+            try:
+                parity = check_parity(tmp, module, recipe, output_names)
+            except NonFiniteOutput as exc:
+                raise NonFiniteOutput(f"{reference.weights}: export parity (PyTorch vs ONNX Runtime): {exc}") from None
     log.info("exported %s", target)
     return ExportResult(target, recipe, reference, output_names, parity, read_manifest(model))
+
+
+def _export_options(recipe: Recipe, keep_aux: Optional[bool], opset: Optional[int]):
+    """The recipe's export section with the command-line overrides, validated like the recipe
+    (model_copy alone would let --opset 7 past the recipe's 13-21 range)."""
+    from pydantic import ValidationError
+
+    from .recipes import ExportSection
+
+    update = {k: v for k, v in (("keep_aux", keep_aux), ("opset", opset)) if v is not None}
+    try:
+        return ExportSection.model_validate({**recipe.export.model_dump(), **update})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        option = "--opset" if error["loc"][:1] == ("opset",) else "--keep-aux"
+        raise UserError(f"{option} {update.get(error['loc'][0], '')}: {error['msg'].lower()} "
+                        "(ONNX opsets 13-21 are supported; 17 is the default)") from None
 
 
 def _torch_export(module, recipe: Recipe, output_names: list[str], path: Path) -> None:

@@ -1,7 +1,10 @@
 """Atomic artifact writing and hashing, shared by every stage.
 
 Every artifact is written to a temporary file beside its final path and renamed into place
-only when complete, so a failure never leaves a partial artifact behind.
+only when complete, so a failure never leaves a partial artifact behind. A process killed
+outright (kill -9) cannot clean up, so temporary files and scratch folders carry the
+writer's process id (`.NAME.idtmp-PID-XXXX`, `$TMPDIR/inception-deploy-STAGE-PID-XXXX`) and
+the next run removes those whose process is gone; a live concurrent writer's are kept.
 """
 
 from __future__ import annotations
@@ -10,9 +13,62 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+_TEMP_TAG = "idtmp"
+_STALE_FILE = re.compile(rf"^\..+\.{_TEMP_TAG}-(\d+)-[^.]+(\..*)?$")
+_STALE_SCRATCH = re.compile(r"^inception-deploy-[a-z]+-(\d+)-.+$")
+
+
+def _process_gone(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, scratch: bool = False) -> list[Path]:
+    """Remove temporary files (or, with scratch, scratch folders) of our own naming in `folder`
+    whose writing process no longer exists. Returns what was removed."""
+    pattern = _STALE_SCRATCH if scratch else _STALE_FILE
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match is None or not _process_gone(int(match.group(1))):
+            continue
+        path = Path(entry.path)
+        with contextlib.suppress(OSError):
+            if scratch and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            elif not scratch and entry.is_file(follow_symlinks=False):
+                path.unlink()
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def scratch_dir(stage: str) -> Iterator[Path]:
+    """A temporary folder under $TMPDIR, removed afterwards; stale ones of killed runs go first."""
+    base = Path(tempfile.gettempdir())
+    remove_stale_temporaries(base, scratch=True)
+    path = Path(tempfile.mkdtemp(prefix=f"inception-deploy-{stage}-{os.getpid()}-", dir=base))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -25,8 +81,10 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     final = Path(final)
     created_parent = not final.parent.exists()
     final.parent.mkdir(parents=True, exist_ok=True)
+    if not created_parent:
+        remove_stale_temporaries(final.parent)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=suffix or final.suffix or ".tmp", dir=final.parent
+        prefix=f".{final.name}.{_TEMP_TAG}-{os.getpid()}-", suffix=suffix or final.suffix or ".tmp", dir=final.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -43,6 +101,27 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
             with contextlib.suppress(OSError):
                 final.parent.rmdir()  # only succeeds when we left it empty
         raise
+
+
+def check_writable(final: str | os.PathLike, folder: bool = False) -> None:
+    """Raise a one-line UserError now if `final` (a file, or with folder=True a folder) could
+    not be written later: a folder or file in the way, a read-only folder. Stages call this
+    before their work, so a bad -o costs nothing and leaves nothing."""
+    from .errors import UserError
+
+    final = Path(final)
+    if final.exists():
+        if folder and not final.is_dir():
+            raise UserError(f"{final}: is a file, not a folder; give an output folder (-o)")
+        if not folder and final.is_dir():
+            raise UserError(f"{final}: is a folder; give an output file path")
+    probe = final if folder else final.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{final}: cannot be written: {probe} is a file, not a folder; choose another output path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{final}: cannot be written: {probe} is read-only for this user; choose another output path")
 
 
 def write_text_atomic(final: str | os.PathLike, text: str) -> Path:

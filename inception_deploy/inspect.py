@@ -114,12 +114,16 @@ def _type_name(elem_type: int) -> str:
 
 
 def _fixed_input_shape(model, input_shape: Optional[Sequence[int]], manifest: Optional[dict]) -> list[int]:
-    graph_input = model.graph.input[0]
+    from .onnx_reader import first_graph_input
+
+    graph_input = first_graph_input(model)
     dims = _dims(graph_input)
     if input_shape is not None:
         if len(input_shape) != len(dims):
             raise UserError(f"--input-shape {list(input_shape)} has {len(input_shape)} dims; the model's input "
                             f"'{graph_input.name}' has {len(dims)} ({dims})")
+        if min(input_shape, default=1) < 1:
+            raise UserError(f"--input-shape {list(input_shape)}: every dimension must be at least 1")
         return [int(d) for d in input_shape]
     fixed = [d if isinstance(d, int) and d > 0 else None for d in dims]
     fixed[0] = 1 if fixed[0] is None else fixed[0]
@@ -137,6 +141,7 @@ def inspect_model(path: str | Path, input_shape: Optional[Sequence[int]] = None)
 
     from .engine.graph_precision import classify_graph
     from .manifest import read_manifest
+    from .onnx_reader import first_graph_input, read_onnx
     from .validate.layerwise import module_path
 
     path = Path(path)
@@ -144,16 +149,13 @@ def inspect_model(path: str | Path, input_shape: Optional[Sequence[int]] = None)
         raise UserError(f"model not found: {path}")
     if path.suffix != ".onnx":
         raise UserError(f"{path}: inspect reads ONNX graphs (.onnx); for a TensorRT plan see its manifest {path.name}.json")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several types on garbage
-        raise UserError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    model = read_onnx(path)  # structure-checked: inputs, cycles, initializer data matching its shape
     manifest = read_manifest(model)
     shape = _fixed_input_shape(model, input_shape, manifest)
 
     # Shape inference on a copy whose input has fixed dims (the graph's own dims stay untouched).
     sized = onnx.ModelProto.FromString(model.SerializeToString())
-    dims = sized.graph.input[0].type.tensor_type.shape.dim
+    dims = next(i for i in sized.graph.input if i.name == first_graph_input(model).name).type.tensor_type.shape.dim
     for d, value in zip(dims, shape):
         d.Clear()
         d.dim_value = value

@@ -1,11 +1,15 @@
 """The `inception-deploy` command line: a click group with one thin command per stage.
 
 Each command module registers itself on `main`; user errors become one line on stderr and
-exit code 2 (parity failures exit 1), never a traceback.
+exit code 2 (parity failures exit 1), never a traceback. Every command runs through `_guarded`:
+its parameters are checked first (preflight.py), and library exceptions about the user's
+input become UserError through the one table in translate.py; anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 
@@ -43,7 +47,7 @@ class LazyGroup(click.Group):
             if exc.name == f"{__name__}.{module_name}":
                 return None  # stage not built yet
             raise
-        return module.command
+        return _guarded(module.command)
 
     def invoke(self, ctx):
         try:
@@ -51,6 +55,37 @@ class LazyGroup(click.Group):
         except InceptionDeployError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+
+
+def _guarded(command: click.Command) -> click.Command:
+    """Wrap the callbacks of a command (and of a group's subcommands) once."""
+    if getattr(command, "_guarded", False):
+        return command
+    command._guarded = True
+    if command.callback is not None:
+        callback = command.callback
+
+        @functools.wraps(callback)
+        def run(*args, **kwargs):
+            from ..translate import translate
+            from .preflight import preflight
+
+            params = click.get_current_context().params
+            preflight(params)
+            try:
+                return callback(*args, **kwargs)
+            except (InceptionDeployError, click.exceptions.ClickException, click.exceptions.Exit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - translated only when the table knows it
+                error = translate(exc, params)
+                if error is None:
+                    raise
+                raise error from None
+
+        command.callback = run
+    for sub in getattr(command, "commands", {}).values():
+        _guarded(sub)
+    return command
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
