@@ -20,6 +20,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from .errors import UserError
+from .finite import describe, first_non_finite
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,24 @@ def preprocess(images: Sequence, pre) -> np.ndarray:
 
 
 def to_rgb(image):
-    """Any PIL image or uint8 array as an RGB PIL image (shared by preprocessing and multi-crop)."""
+    """Any PIL image or uint8/uint16 array as an RGB PIL image (shared by preprocessing and multi-crop).
+
+    16-bit images (PIL modes I;16*, I with values above 255, uint16 arrays) are scaled to 8 bits
+    (x / 257, so 65535 -> 255), not clipped: PIL's own convert() clips a 16-bit ramp to white.
+    """
     from PIL import Image
 
+    if not isinstance(image, np.ndarray) and (image.mode.startswith("I;16") or image.mode == "I"):
+        image = np.asarray(image)
+        if image.dtype != np.uint16:  # mode I: 32-bit integers, 8- or 16-bit data in practice
+            image = image.astype(np.uint8) if image.max(initial=0) <= 255 and image.min(initial=0) >= 0 else \
+                np.clip(image, 0, 65535).astype(np.uint16)
     if isinstance(image, np.ndarray):
         array = image
+        if array.dtype == np.uint16:
+            array = ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
         if array.dtype != np.uint8:
-            raise UserError(f"raw images must be uint8 arrays, got {array.dtype}")
+            raise UserError(f"raw images must be uint8 or uint16 arrays, got {array.dtype}")
         if array.ndim == 3 and array.shape[-1] == 1:
             array = array[..., 0]
         image = Image.fromarray(array)
@@ -107,11 +119,21 @@ class Dataset:
         return self.size
 
     def load(self, index: int):
+        import warnings
+
+        from PIL import Image
+
         try:
-            return self.load_fn(index)
-        except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three on bad files
-            self.skipped.append(f"{self.describe_item(index)}: {exc}")
-            log.warning("skipped unreadable image %s (%s)", self.describe_item(index), exc)
+            with warnings.catch_warnings():
+                # An image above PIL's pixel limit is a decompression bomb (or just too big to be
+                # a network input): skipped and counted like an unreadable file, never decoded.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                return self.load_fn(index)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            # PIL raises the first three on bad files; DecompressionBombError is none of them.
+            reason = " ".join(str(exc).split())[:160]
+            self.skipped.append(f"{self.describe_item(index)}: {reason}")
+            log.warning("skipped unreadable image %s (%s)", self.describe_item(index), reason)
             return None
 
     def batches(self, pre, batch_size: int, indices: Optional[Sequence[int]] = None
@@ -133,6 +155,11 @@ class Dataset:
 
     def _emit(self, items, index, pre):
         inputs = np.stack(items).astype(np.float32) if self.preprocessed else preprocess(items, pre)
+        found = first_non_finite(inputs)
+        if found is not None:  # the data boundary: NaN never reaches a model, a calibrator or a metric
+            item = self.describe_item(index[found[0][0]])
+            raise UserError(f"{item}: the input holds {describe((found[0][1:], found[1]))} (the first non-finite value "
+                            "of the data); NaN/Inf inputs give NaN outputs and scales: fix or drop that sample")
         idx = np.asarray(index, dtype=np.int64)
         labels = None if self.labels is None else self.labels[idx]
         return inputs, labels, idx
@@ -167,8 +194,10 @@ def open_dataset(source: str | Path, pre=None, seed: int = 0) -> Dataset:
     if text in ("digits-train", "digits-holdout"):
         return _digits_dataset(text.split("-")[1])
     if text.startswith("synthetic"):
-        count = int(text.split(":", 1)[1]) if ":" in text else 64
-        return _synthetic_dataset(count, pre, seed)
+        count_text = text.split(":", 1)[1] if ":" in text else "64"
+        if not count_text.isdigit() or int(count_text) < 1 or text.split(":", 1)[0] != "synthetic":
+            raise UserError(f"data '{text}': write synthetic or synthetic:N with N a positive number of images")
+        return _synthetic_dataset(int(count_text), pre, seed)
     path = Path(text)
     if not path.exists():
         raise UserError(f"data not found: {path} (give an image folder, a .npy/.npz file, digits-holdout or synthetic)")
@@ -202,22 +231,39 @@ def _image_folder(root: Path) -> Dataset:
 
 
 def _array_file(path: Path, pre) -> Dataset:
+    """uint8/uint16 images [N, H, W] or [N, H, W, C] (C 1, 3 or 4), or float arrays taken as
+    preprocessed network inputs; nothing is unpickled (object arrays are refused)."""
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise UserError(f"{path}: the array holds Python objects (dtype object), which are never unpickled; "
+                            "save a numeric array (uint8 images or float32 inputs)") from None
+        raise UserError(f"{path}: not a readable numpy array file ({exc})") from None
+    except (OSError, EOFError) as exc:
         raise UserError(f"{path}: not a readable numpy array file ({exc})") from None
     labels = None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         keys = set(loaded.files)
         image_key = next((k for k in ("images", "x", "inputs", "data") if k in keys), None)
         if image_key is None:
-            raise UserError(f"{path}: an .npz needs an 'images' (or 'x') array; found {', '.join(sorted(keys))}")
-        images = loaded[image_key]
+            raise UserError(f"{path}: an .npz needs an 'images' (or 'x') array; found {', '.join(sorted(keys)) or 'none'}")
+        images = _npz_member(loaded, image_key, path)
         label_key = next((k for k in ("labels", "y", "targets") if k in keys), None)
-        labels = None if label_key is None else loaded[label_key].astype(np.int64)
+        labels = None if label_key is None else _labels(_npz_member(loaded, label_key, path), path, label_key)
     else:
         images = loaded
-    preprocessed = images.dtype != np.uint8
+    if len(images.shape) == 0 or images.shape[0] == 0:
+        raise UserError(f"{path}: holds no images (shape {list(images.shape)}); give an array [N, H, W(, C)] with N >= 1")
+    preprocessed = images.dtype.kind == "f"
+    if not preprocessed:
+        if images.dtype not in (np.uint8, np.uint16):
+            raise UserError(f"{path}: {images.dtype} arrays are neither images (uint8 or uint16) nor preprocessed "
+                            "inputs (float32); convert them (images.astype(np.uint8))")
+        channels_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3, 4))
+        if not channels_ok or min(images.shape[1:3]) < 1:
+            raise UserError(f"{path}: {images.dtype} arrays are taken as images [N, H, W] or [N, H, W, C] with C 1, 3 "
+                            f"or 4, got {list(images.shape)}; reshape them (e.g. digits: images.reshape(-1, 8, 8))")
     if preprocessed and pre is not None:
         expected = (3, *pre.size) if pre.layout == "NCHW" else (*pre.size, 3)
         if tuple(images.shape[1:]) != tuple(expected):
@@ -229,6 +275,26 @@ def _array_file(path: Path, pre) -> Dataset:
         raise UserError(f"{path}: {len(labels)} labels for {len(images)} images")
     return Dataset(name=str(path), size=len(images), load_fn=lambda i: images[i], labels=labels,
                    preprocessed=preprocessed, describe_item=lambda i: f"{path}[{i}]")
+
+
+def _npz_member(archive, key: str, path: Path) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise UserError(f"{path}: array '{key}' holds Python objects (dtype object), which are never unpickled; "
+                            "save numeric arrays (np.savez(path, images=uint8_images, labels=int_labels))") from None
+        raise UserError(f"{path}: array '{key}' cannot be read ({exc})") from None
+    except (OSError, EOFError, KeyError) as exc:  # zlib/zip errors of a damaged member
+        raise UserError(f"{path}: array '{key}' cannot be read ({type(exc).__name__}); save or copy the file again") from None
+
+
+def _labels(values: np.ndarray, path: Path, key: str) -> np.ndarray:
+    values = np.asarray(values)
+    if values.ndim != 1 or values.dtype.kind not in "iuf" or (
+            values.dtype.kind == "f" and (first_non_finite(values) is not None or np.any(values != np.rint(values)))):
+        raise UserError(f"{path}: '{key}' must be one integer class per image, got {values.dtype} {list(values.shape)}")
+    return values.astype(np.int64)
 
 
 def digits_split(seed: int = 0, holdout_fraction: float = 0.25):
