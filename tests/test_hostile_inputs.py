@@ -294,3 +294,366 @@ def test_error_messages_cap_the_values_they_show(tmp_path, out):
     recipe.write_text("name: r\nmodel: {arch: googlenet}\npreprocessing: {size: 64, interpolation: " + "x" * 5000 + "}\n")
     message = one_line_error(invoke("export", "-q", "--recipe", recipe, "--weights", "random", "-o", out))
     assert message.startswith(f"{recipe}: key 'preprocessing.interpolation': ") and len(message) < 400
+
+
+# --------------------------------------------------------------------------- 4. non-finite numbers
+def test_nan_weights_are_refused_naming_the_first(tmp_path, out, digits_weights):
+    state = torch.load(digits_weights, weights_only=True)
+    state["inception4a.branch1.conv.weight"][0, 3, 0, 0] = float("nan")
+    path = tmp_path / "nan.pth"
+    torch.save(state, path)
+    assert export_refused(path, out) == (
+        f"{path}: weight 'inception4a.branch1.conv.weight' holds NaN at [0, 3, 0, 0] (the first non-finite weight); "
+        "a model with NaN/Inf weights computes nothing: retrain or fix the checkpoint")
+    assert_empty(out)
+
+
+def test_int32_safetensors_weights_are_refused_not_cast(tmp_path, out, digits_weights):
+    from safetensors.torch import save_file
+
+    state = torch.load(digits_weights, weights_only=True)
+    path = tmp_path / "int.safetensors"
+    save_file({k: (v.to(torch.int32) if v.is_floating_point() else v) for k, v in state.items()}, str(path))
+    assert export_refused(path, out) == (f"{path}: weight 'conv1.conv.weight' is int32, not floating point "
+                                         "(305 such weights); save the float weights of the trained model")
+
+
+def test_overflowing_model_fails_export_parity(tmp_path, out, digits_weights):
+    """Finite weights whose logits overflow to Inf: the parity check fails (exit 1), never 'error 0'."""
+    state = torch.load(digits_weights, weights_only=True)
+    state["fc.weight"] = state["fc.weight"] * 3e38
+    path = tmp_path / "overflow.pth"
+    torch.save(state, path)
+    message = one_line_error(invoke("export", "-q", "--weights", path, "-o", out), exit_code=1)
+    assert message.startswith(f"{path}: export parity (PyTorch vs ONNX Runtime): output 'logits' of the reference "
+                              "holds ") and message.endswith(": a NaN/Inf output never passes"), message
+    assert_empty(out)
+
+
+def test_nan_std_in_a_recipe_is_refused(tmp_path, out):
+    recipe = tmp_path / "nan.yaml"
+    recipe.write_text("name: r\nmodel: {arch: googlenet}\npreprocessing: {size: 64, std: [0.5, .nan, 0.5]}\n")
+    assert one_line_error(invoke("export", "-q", "--recipe", recipe, "--weights", "random", "-o", out)) == (
+        f"{recipe}: key 'preprocessing.std.1': Input should be a finite number (got nan)")
+
+
+def test_output_comparison_never_calls_nan_close():
+    from inception_deploy.compare import OutputComparison
+    from inception_deploy.errors import NonFiniteOutput
+
+    reference = np.arange(20, dtype=np.float32).reshape(2, 10)
+    candidate = reference.copy()
+    candidate[1, 4] = np.nan
+    with pytest.raises(NonFiniteOutput, match=r"output 'logits' of the target holds NaN at \[1, 4\] at sample 1 "):
+        OutputComparison("logits").update(reference, candidate)
+    with pytest.raises(NonFiniteOutput, match="of the reference holds -Inf"):
+        OutputComparison("logits").update(np.full((1, 10), -np.inf, np.float32), reference[:1])
+    zero = OutputComparison("logits")
+    zero.update(reference[:1] + 1, np.zeros((1, 10), np.float32))  # a dead model is not "cosine 1"
+    assert zero.cosine_min == 0.0
+
+
+def _graph_with_tail(source: Path, target: Path, tail: str) -> Path:
+    """The digits graph with its logits sent through `tail`: 'nan' (sqrt(-|x|-1), finite weights, NaN outputs)
+    or 'five' (the first five classes only)."""
+    model = onnx.load(str(source))
+    output = model.graph.output[0]
+    raw = output.name + "_raw"
+    for node in model.graph.node:
+        node.output[:] = [raw if name == output.name else name for name in node.output]
+    if tail == "nan":
+        model.graph.initializer.append(numpy_helper.from_array(np.ones(1, np.float32), "one"))
+        model.graph.node.extend([helper.make_node("Abs", [raw], ["t_abs"]), helper.make_node("Neg", ["t_abs"], ["t_neg"]),
+                                 helper.make_node("Sub", ["t_neg", "one"], ["t_sub"]),
+                                 helper.make_node("Sqrt", ["t_sub"], [output.name])])
+    else:
+        for name, value in (("starts", [0]), ("ends", [5]), ("axes", [1])):
+            model.graph.initializer.append(numpy_helper.from_array(np.asarray(value, np.int64), name))
+        model.graph.node.append(helper.make_node("Slice", [raw, "starts", "ends", "axes"], [output.name]))
+        output.type.tensor_type.shape.dim[1].dim_value = 5
+    onnx.save(model, str(target))
+    return target
+
+
+def test_validate_fails_a_model_that_answers_nan(digits_onnx, tmp_path):
+    target = _graph_with_tail(digits_onnx, tmp_path / "nan-out.onnx", "nan")
+    message = one_line_error(invoke("validate", "-q", "--reference", digits_onnx, "--target", target, "-n", "8",
+                                    "-o", tmp_path / "report"), exit_code=1)
+    assert message == (f"{target}: output 'logits' of the target holds NaN at [0, 0] at sample 0 of the comparison: "
+                       "a NaN/Inf output never passes")
+
+
+def test_validate_refuses_a_graph_with_nan_weights(digits_onnx, tmp_path):
+    model = onnx.load(str(digits_onnx))
+    weight = model.graph.initializer[0]
+    weight.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(weight), np.nan), weight.name))
+    target = tmp_path / "all-nan.onnx"
+    onnx.save(model, str(target))
+    message = one_line_error(invoke("validate", "-q", "--target", target, "-n", "8", "-o", tmp_path / "report"))
+    assert message == (f"{target}: initializer '{weight.name}' holds NaN at [{', '.join(['0'] * len(weight.dims))}] "
+                       "(the first non-finite weight); a graph with NaN/Inf weights answers NaN: export it again "
+                       "from finite weights")
+    assert_empty(tmp_path / "report")
+
+
+# --------------------------------------------------------------------------- 6. bad data
+def test_uint8_rows_are_not_taken_as_images(tmp_path, digits_onnx):
+    data = tmp_path / "rows.npy"
+    np.save(data, np.zeros((16, 8), np.uint8))
+    assert one_line_error(invoke("validate", "-q", "--reference", digits_onnx, "--target", digits_onnx, "--data", data)) == (
+        f"{data}: uint8 arrays are taken as images [N, H, W] or [N, H, W, C] with C 1, 3 or 4, got [16, 8]; "
+        "reshape them (e.g. digits: images.reshape(-1, 8, 8))")
+
+
+def test_nan_data_is_refused_naming_the_sample(tmp_path, digits_onnx):
+    data = tmp_path / "inputs.npy"
+    inputs = np.zeros((4, 3, 64, 64), np.float32)
+    inputs[2, 1, 5, 6] = np.inf
+    np.save(data, inputs)
+    assert one_line_error(invoke("validate", "-q", "--reference", digits_onnx, "--target", digits_onnx, "--data", data)) == (
+        f"{data}[2]: the input holds +Inf at [1, 5, 6] (the first non-finite value of the data); NaN/Inf inputs give "
+        "NaN outputs and scales: fix or drop that sample")
+
+
+def test_object_arrays_are_refused_without_unpickling(tmp_path, digits_onnx):
+    data = tmp_path / "objects.npz"
+    np.savez(data, images=np.array([RunsCode(tmp_path / "code-ran"), 1], dtype=object))
+    assert one_line_error(invoke("validate", "-q", "--reference", digits_onnx, "--target", digits_onnx, "--data", data)) == (
+        f"{data}: array 'images' holds Python objects (dtype object), which are never unpickled; save numeric arrays "
+        "(np.savez(path, images=uint8_images, labels=int_labels))")
+    assert not (tmp_path / "code-ran").exists()
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from inception_deploy.data import to_rgb
+
+    ramp = np.linspace(0, 65535, 64 * 256).reshape(64, 256).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    with Image.open(tmp_path / "ramp16.png") as image:
+        assert image.mode == "I;16"
+        rgb = np.asarray(to_rgb(image))
+    assert rgb.shape == (64, 256, 3) and rgb.min() == 0 and rgb.max() == 255
+    assert abs(rgb.mean() - 127.5) < 1.0  # clipping made this 254.5 (99.6% white)
+    assert np.array_equal(np.asarray(to_rgb(ramp)), rgb)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares width x height pixels in a few bytes: PIL's decompression-bomb check trips on open."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_skipped_and_counted(tmp_path, digits_onnx):
+    from PIL import Image
+
+    from inception_deploy.data import digits_split
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (images, _), _ = digits_split()
+    for i in range(6):
+        Image.fromarray(images[i]).save(folder / f"digit{i}.png")
+    _png_header_only(folder / "bomb.png", 20000, 20000)
+    result = invoke("validate", "-q", "--reference", digits_onnx, "--target", digits_onnx, "--data", folder,
+                    "-o", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "report" / "report.json").read_text())["data"]
+    assert data["images"] == 6 and len(data["skipped"]) == 1
+    assert data["skipped"][0].startswith(f"{folder / 'bomb.png'}: Image size (400000000 pixels) exceeds limit")
+
+
+# --------------------------------------------------------------------------- 6/7. graphs: inspect, benchmark, ORT
+def _tiny_graph(path: Path, nodes, inputs=None, initializers=(), input_shape=(1, 3, 8, 8)) -> Path:
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, list(input_shape))
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])
+    model = helper.make_model(helper.make_graph(nodes, "g", [x] if inputs is None else inputs, [y], list(initializers)),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _mlp(path: Path, input_shape=(1, 3, 8, 8)) -> Path:
+    weight = numpy_helper.from_array(np.full((192, 10), 0.01, np.float32), "W")
+    return _tiny_graph(path, [helper.make_node("Flatten", ["input"], ["flat"], axis=1, name="flat"),
+                              helper.make_node("MatMul", ["flat", "W"], ["logits"], name="fc")],
+                       initializers=[weight], input_shape=input_shape)
+
+
+FIX_GRAPH = "export it again (inception-deploy export) or give the .onnx it was made from"
+
+
+def test_inspect_refuses_a_graph_whose_initializers_hold_no_data(tmp_path):
+    hollow = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[1_000_000, 3_300_000])
+    path = _tiny_graph(tmp_path / "hollow.onnx", [helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+                                                  helper.make_node("MatMul", ["flat", "W"], ["logits"], name="fc")],
+                       initializers=[hollow])
+    assert path.stat().st_size < 200
+    assert one_line_error(invoke("inspect", path)) == (
+        f"{path}: initializer 'W' declares shape [1000000, 3300000] (3,300,000,000,000 values) but holds 0 values of "
+        f"data, not 3,300,000,000,000; the file is damaged or was written by a broken tool; {FIX_GRAPH}")
+
+
+def test_cyclic_and_zero_sized_graphs_are_refused(tmp_path):
+    cycle = _tiny_graph(tmp_path / "cycle.onnx", [helper.make_node("Add", ["input", "b"], ["a"], name="n1"),
+                                                  helper.make_node("Relu", ["a"], ["b"], name="n2"),
+                                                  helper.make_node("Flatten", ["b"], ["logits"], name="n3")])
+    assert one_line_error(invoke("inspect", cycle)) == (
+        f"{cycle}: the graph has a cycle (node 'n1' depends on its own output); {FIX_GRAPH}")
+    zero = _tiny_graph(tmp_path / "zero.onnx", [helper.make_node("Flatten", ["input"], ["logits"])], input_shape=(1, 3, 0, 8))
+    assert one_line_error(invoke("inspect", zero)) == (
+        f"{zero}: input 'input' has a dimension of 0 (axis 2); an image input needs sizes of at least 1; {FIX_GRAPH}")
+    undefined = _tiny_graph(tmp_path / "undefined.onnx", [helper.make_node("Add", ["input", "ghost"], ["logits"], name="add")])
+    assert one_line_error(invoke("benchmark", undefined)) == (
+        f"{undefined}: node 'add' reads 'ghost', which no input, initializer or node provides; {FIX_GRAPH}")
+
+
+def test_benchmark_on_truncated_random_and_inputless_graphs(tmp_path):
+    good = _mlp(tmp_path / "good.onnx")
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    noise = tmp_path / "noise.onnx"
+    noise.write_bytes(np.random.default_rng(0).bytes(300))
+    for path in (truncated, noise):
+        assert one_line_error(invoke("benchmark", path)) == (
+            f"{path}: not a readable ONNX model (DecodeError: truncated, or another format); {FIX_GRAPH}")
+    constant = numpy_helper.from_array(np.zeros((1, 10), np.float32))
+    inputless = _tiny_graph(tmp_path / "inputless.onnx", [helper.make_node("Constant", [], ["logits"], value=constant)],
+                            inputs=[])
+    assert one_line_error(invoke("benchmark", inputless)) == (
+        f"{inputless}: the graph has no inputs (nothing to feed an image to); {FIX_GRAPH}")
+
+
+def test_onnx_runtime_refusing_the_input_size_is_one_line(tmp_path, digits_onnx):
+    small = _mlp(tmp_path / "mlp8.onnx")
+    assert one_line_error(invoke("validate", "-q", "--reference", digits_onnx, "--target", small, "-n", "4")) == (
+        f"{small}: its input does not take the data given (ONNX Runtime: Got invalid dimensions for input: input for "
+        "the following indices index: 0 Got: 4 Expected: 1 index: 2 Got: 64 Expected: 8 index: 3 Got: 64 Expected: 8); "
+        "use a recipe (--recipe) whose preprocessing size and layout match the graph's input")
+
+
+def test_output_shapes_that_differ_are_one_line(tmp_path, digits_onnx):
+    five = _graph_with_tail(digits_onnx, tmp_path / "five.onnx", "five")
+    assert one_line_error(invoke("validate", "-q", "--reference", digits_onnx, "--target", five, "-n", "4")) == (
+        f"{five}: output 'logits': the target gives shape [4, 5], the reference [4, 10]; compare models with the "
+        "same classes and output layout")
+
+
+def test_zero_classes_are_one_line():
+    from inception_deploy.compare import OutputComparison
+    from inception_deploy.errors import UserError
+
+    with pytest.raises(UserError, match=r"output 'logits' has shape \[3, 0\]: no values per sample to compare"):
+        OutputComparison("logits").update(np.zeros((3, 0), np.float32), np.zeros((3, 0), np.float32))
+
+
+# --------------------------------------------------------------------------- 7. options and files
+@pytest.mark.parametrize("opset", ["99", "7"])
+def test_opset_outside_the_supported_range(opset, out):
+    message = one_line_error(invoke("export", "-q", "--opset", opset, "-o", out))
+    bound = "less than or equal to 21" if opset == "99" else "greater than or equal to 13"
+    assert message == f"--opset {opset}: input should be {bound} (ONNX opsets 13-21 are supported; 17 is the default)"
+    assert_empty(out)
+
+
+def test_non_utf8_recipe(tmp_path, out):
+    recipe = tmp_path / "latin1.yaml"
+    recipe.write_bytes("name: r\ndescription: caf\xe9\n".encode("latin-1"))
+    assert one_line_error(invoke("export", "-q", "--recipe", recipe, "-o", out)) == (
+        f"{recipe}: not UTF-8 text (byte 0xe9 at offset 24); save the recipe as UTF-8")
+
+
+def test_output_under_a_file_is_refused_before_the_work(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    started = time.perf_counter()
+    assert one_line_error(invoke("export", "-q", "-o", blocker / "out")) == (
+        f"{blocker / 'out'}: cannot be written: {blocker} is a file, not a folder; choose another output path")
+    assert time.perf_counter() - started < 5  # refused before loading or exporting anything
+    assert blocker.read_text() == "x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; needs an unprivileged user")
+def test_read_only_output_folder_is_refused_before_the_work(tmp_path):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        assert one_line_error(invoke("export", "-q", "-o", folder / "out")) == (
+            f"{folder / 'out'}: cannot be written: {folder} is read-only for this user; choose another output path")
+    finally:
+        folder.chmod(0o755)
+
+
+def test_merge_of_a_report_without_its_keys(tmp_path):
+    from inception_deploy.validate.report import REPORT_FORMAT
+
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"format": REPORT_FORMAT, "recipe": "googlenet-digits"}))
+    assert one_line_error(invoke("validate", "merge", report, report)) == (
+        f"{report}: the report has no 'reference'; merge report.json files written by "
+        "`inception-deploy validate --shard I/N`, unedited")
+
+
+# --------------------------------------------------------------------------- 8. leftovers after a kill
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_temporaries_of_dead_processes_are_removed_live_ones_kept(tmp_path):
+    from inception_deploy.fileio import atomic_path, scratch_dir
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    dead = _dead_pid()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = folder / f".m.onnx.idtmp-{dead}-abc123.onnx"
+        kept = folder / f".m.onnx.idtmp-{live.pid}-def456.onnx"
+        user = folder / ".m.onnx.backup"  # not our naming: never touched
+        for path in (stale, kept, user):
+            path.write_text("partial")
+        with atomic_path(folder / "other.json") as tmp:
+            tmp.write_text("{}")
+        assert not stale.exists() and kept.exists() and user.exists()
+        scratch_base = Path(os.environ.get("TMPDIR", "/tmp"))
+        stale_scratch = scratch_base / f"inception-deploy-export-{dead}-zz9"
+        stale_scratch.mkdir(exist_ok=True)
+        (stale_scratch / "traced.onnx").write_text("partial")
+        with scratch_dir("export") as scratch:
+            assert scratch.name.startswith(f"inception-deploy-export-{os.getpid()}-")
+        assert not stale_scratch.exists() and not scratch.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_kill_9_during_export_leaves_nothing_after_the_next_run(tmp_path):
+    """A real export killed with SIGKILL while its temporary graph exists; the next run cleans up."""
+    out, scratch = tmp_path / "out", tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    command = [sys.executable, "-c", "from inception_deploy.cli import main; main()", "export", "-q", "-o", str(out)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.is_dir() and any(p.name.startswith(".googlenet-digits.onnx.idtmp-") for p in out.iterdir()):
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "export ended before its temporary graph was seen"
+    ours = lambda: [p.name for p in scratch.iterdir() if p.name.startswith("inception-deploy-")]  # noqa: E731
+    assert any(p.name.startswith(".") for p in out.iterdir()) and ours()  # what a kill leaves behind
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["googlenet-digits.onnx"]
+    assert ours() == []  # (ONNX Runtime keeps its own .ses file there)
