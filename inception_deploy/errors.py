@@ -5,6 +5,12 @@ ParityFailure: an artifact answers differently from its reference beyond toleran
 NonFiniteOutput: a compared output holds NaN/Inf, a failed check (exit 1), never "0 error".
 """
 
+import contextlib
+import os
+
+# translate.py reads this note to name the file an untranslated library exception was about.
+ABOUT_NOTE = "inception-deploy: while working on "
+
 
 class InceptionDeployError(Exception):
     exit_code = 1
@@ -28,3 +34,19 @@ class ParityFailure(InceptionDeployError):
 
 class NonFiniteOutput(ParityFailure):
     """An output being compared holds NaN or Inf: the check fails, whatever the tolerance."""
+
+
+@contextlib.contextmanager
+def about(path: "str | os.PathLike"):
+    """Mark a stage's work on one file: our errors raised inside gain the file as their first
+    words (when they do not name it already); library exceptions gain a note that the CLI's
+    translation table (translate.py) uses to name the file."""
+    try:
+        yield
+    except InceptionDeployError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise type(exc)(f"{path}: {exc}") from None
+    except Exception as exc:
+        exc.add_note(f"{ABOUT_NOTE}{path}")
+        raise

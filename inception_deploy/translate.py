@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
-from .errors import UserError
+from .errors import ABOUT_NOTE, UserError
 
 # Which command parameters hold which kind of file.
 SUBJECT_PARAMS = {
@@ -94,6 +94,9 @@ def _matches(rule: Translation, exc: BaseException, text: str) -> bool:
 def _where(exc: BaseException, text: str, subject: str, params: Mapping[str, object]) -> str:
     """The command's file the exception names, else the file it names (not a hidden temporary),
     else the command's files of the subject's kind."""
+    for note in getattr(exc, "__notes__", ()):
+        if note.startswith(ABOUT_NOTE):  # the stage said which file it was working on (errors.about)
+            return note[len(ABOUT_NOTE):]
     candidates = _files(subject, params)
     filename = str(getattr(exc, "filename", None) or "")
     message = str(exc)

@@ -657,3 +657,84 @@ def test_kill_9_during_export_leaves_nothing_after_the_next_run(tmp_path):
     assert finished.returncode == 0, finished.stderr
     assert sorted(p.name for p in out.iterdir()) == ["googlenet-digits.onnx"]
     assert ours() == []  # (ONNX Runtime keeps its own .ses file there)
+
+
+# --------------------------------------------------------------------------- 4/8. calibration: NaN data, failures leave nothing
+@pytest.fixture
+def graph_copy(digits_opt_onnx, tmp_path) -> Path:
+    folder = tmp_path / "quantize"
+    folder.mkdir()
+    target = folder / digits_opt_onnx.name
+    target.write_bytes(digits_opt_onnx.read_bytes())
+    return target
+
+
+def _quantize(graph: Path, *args):
+    return invoke("quantize", "-q", graph, "--int8", "--calib-count", "16", "--no-bias-correction", "--no-equalize", *args)
+
+
+def test_nan_calibration_data_is_refused_before_any_graph_is_written(graph_copy, tmp_path):
+    data = tmp_path / "calib.npy"
+    inputs = np.zeros((16, 3, 64, 64), np.float32)
+    inputs[0, 0, 0, 0] = np.nan
+    np.save(data, inputs)
+    result = invoke("quantize", "-q", graph_copy, "--int8", "--calib-data", data, "--calib-count", "16")
+    assert one_line_error(result) == (f"{data}[0]: the input holds NaN at [0, 0, 0] (the first non-finite value of the "
+                                      "data); NaN/Inf inputs give NaN outputs and scales: fix or drop that sample")
+    assert sorted(p.name for p in graph_copy.parent.iterdir()) == [graph_copy.name]
+
+
+def test_nan_calibration_cache_is_refused(graph_copy, tmp_path):
+    cache = tmp_path / "nan.calib.json"
+    made = _quantize(graph_copy, "--calib-data", "digits-train", "--calib-cache", cache)
+    assert made.exit_code == 0, made.output
+    stored = json.loads(cache.read_text())
+    first = sorted(stored["tensors"])[0]
+    stored["tensors"][first]["amax"] = float("nan")
+    cache.write_text(json.dumps(stored))
+    (graph_copy.parent / "m.int8.onnx").unlink(missing_ok=True)
+    result = _quantize(graph_copy, "--calib-cache", cache, "-o", graph_copy.parent / "again.int8.onnx")
+    assert one_line_error(result) == (f"{cache}: tensor '{first}' has calibration amax nan (absmax "
+                                      f"{stored['tensors'][first]['absmax']}); statistics must be finite: recalibrate "
+                                      "with --calib-data on finite images")
+    assert not (graph_copy.parent / "again.int8.onnx").exists()
+
+
+def test_failed_quantize_leaves_no_calibration_caches(graph_copy, tmp_path):
+    """The comparison after calibration fails (its validation data holds Inf): no graph, no caches."""
+    data = tmp_path / "validation.npy"
+    inputs = np.zeros((4, 3, 64, 64), np.float32)
+    inputs[1] = np.inf
+    np.save(data, inputs)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: googlenet-digits\nmodel: {arch: googlenet}\n"
+                      "preprocessing: {size: 64, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}\n"
+                      f"data: {{validation: {data}}}\n")
+    result = _quantize(graph_copy, "--recipe", recipe, "--calib-data", "digits-train")
+    assert one_line_error(result).startswith(f"{data}[1]: the input holds +Inf")
+    assert sorted(p.name for p in graph_copy.parent.iterdir()) == [graph_copy.name]
+
+
+# --------------------------------------------------------------------------- 5. merge: shards of one run only
+def test_merge_refuses_shards_of_different_runs(digits_onnx, tmp_path):
+    def shard(target, count, which, folder):
+        result = invoke("validate", "-q", "--reference", digits_onnx, "--target", target, "-n", count,
+                        "--shard", which, "-o", tmp_path / folder)
+        assert result.exit_code == 0, result.output
+        return tmp_path / folder / "report.json"
+
+    first = shard(digits_onnx, 8, "1/2", "a")
+    other_run = shard(digits_onnx, 16, "2/2", "b")
+    message = one_line_error(invoke("validate", "merge", first, other_run))
+    assert message.startswith(f"{other_run}: data list (images chosen before sharding) differs from {first} (")
+    assert message.endswith("); merge shards of one run only")
+    changed = tmp_path / "changed" / digits_onnx.name  # same name, other bytes
+    changed.parent.mkdir()
+    model = onnx.load(str(digits_onnx))
+    model.doc_string = "edited"
+    onnx.save(model, str(changed))
+    other_target = shard(changed, 8, "2/2", "c")
+    message = one_line_error(invoke("validate", "merge", first, other_target))
+    assert message.startswith(f"{other_target}: sha256 of target {digits_onnx.name} differs from {first} (")
+    good = shard(digits_onnx, 8, "2/2", "d")
+    assert invoke("validate", "merge", first, good).exit_code == 0

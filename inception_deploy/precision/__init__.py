@@ -53,6 +53,7 @@ class QuantizeResult:
     notes: list[str] = field(default_factory=list)
     manifest: dict = field(default_factory=dict)
     model: object = field(default=None, repr=False)  # the graph, until it is written
+    pending_writes: list = field(default_factory=list, repr=False)  # caches, written only beside a written graph
 
     def lines(self) -> list[str]:
         label = self.precision.upper()
@@ -238,9 +239,36 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
         result.evaluation = evaluate(model, result.model, batches, source)
         details["comparison"] = result.evaluation.summary()
     result.manifest = add_stage(base, "quantize", inputs=inputs, **details)
+    _check_finite_weights(result.model, output_path)
     _save(result.model, output_path, result.manifest)
-    result.model = None
+    _write_beside(output_path, result.pending_writes)
+    result.model, result.pending_writes = None, []
     return result
+
+
+def _check_finite_weights(model, output_path: Path) -> None:
+    """The last boundary before writing: every scale and weight of the new graph is finite."""
+    from ..finite import describe, first_non_finite
+    from onnx import numpy_helper
+
+    for init in model.graph.initializer:
+        if init.data_type in (1, 10, 11, 16):  # float, float16, double, bfloat16
+            found = first_non_finite(numpy_helper.to_array(init).astype(np.float32))
+            if found is not None:
+                raise UserError(f"{output_path}: not written: its initializer '{init.name}' would hold "
+                                f"{describe(found)}; the calibration statistics or weights are not finite: "
+                                "recalibrate on finite data")
+
+
+def _write_beside(graph_path: Path, writes) -> None:
+    """Calibration caches appear only with their graph: none is written before the graph is,
+    and a failure while writing them takes the graph back."""
+    try:
+        for write in writes:
+            write()
+    except BaseException:
+        graph_path.unlink(missing_ok=True)
+        raise
 
 
 def _fp16(model, recipe, output_path, calib_source, count, progress, allow_fewer) -> QuantizeResult:
@@ -326,7 +354,7 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
             cache["equalization"] = {"params": eq_params,
                                      "scales": {k: [float(v) for v in s] for k, s in sorted(scales.items())}}
         how = f"{method} on {cache['data']['images']} images of {calib_source}"
-    amax, absmax = amax_from_cache(cache)
+    amax, absmax = amax_from_cache(cache, str(calib_source or calib_cache or "calibration"))
     stored_scales = (cache.get("equalization") or {}).get("scales") if eq_params else None
     if stored_scales:
         # The same FP32 function with rescaled channels; the cache's amax were measured on it
@@ -362,19 +390,20 @@ def _int8(model, recipe, output_path, calib_data, calib_source, count, calib_cou
         corrected = correct_bias(quantized, shifts)
     cache_path = Path(calib_cache) if calib_cache is not None else default_cache_path(output_path)
     trt_path = cache_path.with_name(cache_path.name.removesuffix(".json") + ".trt.txt")
+    writes = []  # done by quantize_onnx once the graph is written (_write_beside)
     if not how.startswith("reused") or how.endswith("measured now"):  # a reused cache is already where the user keeps it
-        write_cache(cache, cache_path)
+        writes.append(lambda: write_cache(cache, cache_path))
     if stored_scales:
         # Its amax belong to the equalized graph, which only lives inside the Q/DQ graph; an
         # implicit-INT8 (TensorRT <= 10) build of the FP32 file would get wrong scales.
         trt_path = None
     else:
-        write_tensorrt_cache(cache, trt_path)
+        writes.append(lambda: write_tensorrt_cache(cache, trt_path))
     result = QuantizeResult(output_path, "int8", cache_path=cache_path, tensorrt_cache_path=trt_path, method=cache["method"],
                             calibration=how, images=cache["data"]["images"], excluded=plan.excluded,
                             quantized_layers=len(plan.layers), sensitivity=report, notes=notes,
                             bias_corrected=corrected, equalized=len(stored_scales or {}))
-    result.model = quantized
+    result.model, result.pending_writes = quantized, writes
     return result, cache
 
 

@@ -9,6 +9,7 @@ in TensorRT's calibration-cache text format (`TRT-<version>-EntropyCalibration2`
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 from typing import Optional
@@ -57,6 +58,10 @@ def read_cache(path: str | Path) -> dict:
     if not isinstance(cache, dict) or cache.get("format") != FORMAT or not isinstance(cache.get("tensors"), dict):
         raise UserError(f"{path}: not an inception-deploy calibration cache (format {FORMAT} expected); "
                         "recalibrate with --calib-data")
+    try:
+        amax_from_cache(cache, str(path))
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path}: a tensor entry lacks a numeric amax/absmax; recalibrate with --calib-data") from None
     return cache
 
 
@@ -78,9 +83,16 @@ def mismatch(cache: dict, model, recipe, method: Optional[str], tensors) -> Opti
     return None
 
 
-def amax_from_cache(cache: dict) -> tuple[dict, dict]:
+def amax_from_cache(cache: dict, source: str = "calibration") -> tuple[dict, dict]:
+    """(amax, absmax) per tensor; a NaN/Inf or negative statistic is an error naming the tensor
+    (NaN scales make every output NaN, which no later comparison may call close)."""
     tensors = cache["tensors"]
-    return ({k: float(v["amax"]) for k, v in tensors.items()}, {k: float(v["absmax"]) for k, v in tensors.items()})
+    amax, absmax = {k: float(v["amax"]) for k, v in tensors.items()}, {k: float(v["absmax"]) for k, v in tensors.items()}
+    for name in tensors:
+        if not (math.isfinite(amax[name]) and math.isfinite(absmax[name]) and amax[name] >= 0):
+            raise UserError(f"{source}: tensor '{name}' has calibration amax {amax[name]} (absmax {absmax[name]}); "
+                            "statistics must be finite: recalibrate with --calib-data on finite images")
+    return amax, absmax
 
 
 def tensorrt_cache_text(cache: dict, version: str = "100000") -> str:

@@ -124,7 +124,7 @@ def merge_reports(paths: Sequence[str | Path], output_dir: Optional[str | Path] 
         layerwise = next((LayerwiseResult.from_dict(r["targets"][position]["layerwise"]) for r in reports
                           if r["targets"][position].get("layerwise")), None)
         targets.append(TargetResult(head["path"], head["name"], head["precision"], head["backend"], head.get("manifest"),
-                                    outputs, checks, layerwise))
+                                    outputs, checks, layerwise, sha256=head.get("sha256")))
     merged = ValidationReport(
         recipe=first["recipe"], reference=first["reference"],
         data={**first["data"], "shard": None, "merged_shards": total,

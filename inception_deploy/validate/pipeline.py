@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, about
+from ..fileio import sha256_file
 from ..manifest import check_preprocessing, library_versions, read_manifest
 from .crops import PROTOCOLS, average_softmax, crop_batches
 from .layerwise import compare_layers
@@ -134,6 +135,8 @@ def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=
     if labels is not None:
         dataset.labels = read_labels(labels, len(dataset))
     indices = choose_indices(dataset, max_images or recipe.data.max_images, allow_fewer=True)
+    # Identifies the run's image list before sharding: `validate merge` refuses shards of different runs.
+    list_sha = _indices_digest(np.concatenate([[len(dataset)], indices]))
     if shard is not None:
         indices = indices[shard[0] - 1::shard[1]]
 
@@ -156,7 +159,7 @@ def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=
         output_pairs = [_output_pairs(ref_runner, r, t.path) for r, t in zip(runners, checked)]
         comparisons = [{cand: ValidationComparison(cand) for _, cand in pairs} for pairs in output_pairs]
         images = _run(dataset, recipe, indices, batch_size, crops, ref_runner, runners, output_pairs,
-                      comparisons, progress)
+                      comparisons, progress, [t.path for t in checked])
 
     results = []
     names = _display_names([t.path for t in checked])
@@ -164,7 +167,7 @@ def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=
         tolerance = getattr(recipe.tolerances, target.precision)
         checks = [check for c in outputs.values() for check in judge(name, c, tolerance, target.precision)]
         results.append(TargetResult(str(target.path), name, target.precision, target.backend, target.manifest,
-                                    outputs, checks))
+                                    outputs, checks, sha256=sha256_file(target.path)))
 
     if layerwise:
         _layerwise(results, checked, recipe, ref, reference, dataset, indices, progress)
@@ -174,7 +177,7 @@ def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=
         recipe=recipe.name, reference=ref_description,
         data={"source": str(source), "images": images, "skipped": list(dataset.skipped), "crops": crops,
               "shard": None if shard is None else f"{shard[0]}/{shard[1]}", "labels": dataset.labels is not None,
-              "indices_sha": _indices_digest(indices)},
+              "indices_sha": _indices_digest(indices), "list_sha": list_sha},
         targets=results, tolerances=recipe.tolerances.model_dump(mode="json"),
         timing={"seconds": seconds, "images_per_second": images / seconds if seconds else None},
         libraries=library_versions(),
@@ -201,7 +204,8 @@ def _infer(runner, inputs: np.ndarray, batch_size: int) -> dict[str, np.ndarray]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
-def _run(dataset, recipe, indices, batch_size, crops, ref_runner, runners, output_pairs, comparisons, progress) -> int:
+def _run(dataset, recipe, indices, batch_size, crops, ref_runner, runners, output_pairs, comparisons, progress,
+         paths) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     if crops == 1:
@@ -214,13 +218,14 @@ def _run(dataset, recipe, indices, batch_size, crops, ref_runner, runners, outpu
         task = bar.add_task("validate", total=len(indices))
         for inputs, per_image, labels, idx in batches:
             ref_out = _infer(ref_runner, inputs, batch_size)
-            for runner, pairs, outputs in zip(runners, output_pairs, comparisons):
-                cand_out = _infer(runner, inputs, batch_size)
-                for ref_name, cand_name in pairs:
-                    a, b = ref_out[ref_name], cand_out[cand_name]
-                    if per_image > 1:
-                        a, b = average_softmax(a, per_image), average_softmax(b, per_image)
-                    outputs[cand_name].update(a, b.astype(np.float32, copy=False), labels)
+            for runner, pairs, outputs, path in zip(runners, output_pairs, comparisons, paths):
+                with about(path):  # errors name the target they are about
+                    cand_out = _infer(runner, inputs, batch_size)
+                    for ref_name, cand_name in pairs:
+                        a, b = ref_out[ref_name], cand_out[cand_name]
+                        if per_image > 1:
+                            a, b = average_softmax(a, per_image), average_softmax(b, per_image)
+                        outputs[cand_name].update(a, b.astype(np.float32, copy=False), labels)
             done += len(idx)
             bar.update(task, advance=len(idx))
     if done == 0:

@@ -33,6 +33,7 @@ class TargetResult:
     outputs: dict[str, ValidationComparison]
     checks: list[Check] = field(default_factory=list)
     layerwise: Optional[LayerwiseResult] = None
+    sha256: Optional[str] = None  # of the artifact validated: shards merge only for the same bytes
 
     @property
     def passed(self) -> bool:
@@ -41,7 +42,7 @@ class TargetResult:
     def to_dict(self) -> dict:
         return {
             "path": self.path, "name": self.name, "precision": self.precision, "backend": self.backend,
-            "passed": self.passed,
+            "sha256": self.sha256, "passed": self.passed,
             "checks": [c.to_dict() for c in self.checks],
             "metrics": {name: c.summary() for name, c in self.outputs.items()},
             "state": {name: c.state() for name, c in self.outputs.items()},
