@@ -19,6 +19,7 @@ import numpy as np
 from .errors import UserError
 
 _FLOAT_TYPES = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+MAX_INPUT_ELEMENTS = 1 << 28  # values per sample: 3 x 9459 x 9459, far beyond any classifier input
 _FIX = "export it again (inception-deploy export) or give the .onnx it was made from"
 
 
@@ -61,6 +62,11 @@ def check_graph(model, path: str | os.PathLike) -> None:
             if dim.HasField("dim_value") and dim.dim_value <= 0:
                 raise UserError(f"{path}: input '{graph_input.name}' has a dimension of {dim.dim_value} (axis {axis}); "
                                 f"an image input needs sizes of at least 1; {_FIX}")
+        per_sample = int(np.prod([d.dim_value for d in shape.dim[1:] if d.HasField("dim_value")], dtype=object))
+        if per_sample > MAX_INPUT_ELEMENTS:
+            raise UserError(f"{path}: input '{graph_input.name}' declares {per_sample:,} values per sample "
+                            f"({[d.dim_value or d.dim_param for d in shape.dim]}); an image network takes far fewer "
+                            f"(Inception v3: 268,203); {_FIX}")
     for init in graph.initializer:
         _check_initializer(init, Path(path), onnx)
         _check_finite(init, Path(path))
