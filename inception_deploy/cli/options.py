@@ -17,7 +17,8 @@ weights_option = click.option(
 )
 trust_option = click.option(
     "--trust-checkpoint", is_flag=True,
-    help="allow full unpickling of the checkpoint: this can run code from the file; only for files you trust",
+    help="allow full unpickling of the checkpoint and load TorchScript/.pt2 graphs without the static operator "
+         "check: this can run code from the file; only for files you trust",
 )
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="no progress bars")
 
