@@ -139,7 +139,7 @@ def check_exported_program(path: Path, data: bytes) -> None:
         model = program[len("models/"):-len(".json")]
         for config in (f"data/weights/{model}_weights_config.json", f"data/constants/{model}_constants_config.json"):
             if config in members:
-                _check_payload_config(path, config, _json(archive, root + config, path))
+                _check_payload_config(path, config, _json(archive, root + config, path), members)
         sample = f"data/sample_inputs/{model}.pt"
         if sample in members:
             _check_weights_only_pickle(path, sample, _member(archive, root + sample, path))
@@ -153,7 +153,7 @@ def _json(archive: zipfile.ZipFile, name: str, path: Path):
         raise UserError(f"{path}: archive member {name} is not valid JSON ({exc}); save the program again") from None
 
 
-def _check_payload_config(path: Path, member: str, config) -> None:
+def _check_payload_config(path: Path, member: str, config, members) -> None:
     entries = config.get("config") if isinstance(config, dict) else None
     if not isinstance(entries, dict):
         raise UserError(f"{path}: archive member {member} is not a torch.export payload config")
@@ -165,6 +165,10 @@ def _check_payload_config(path: Path, member: str, config) -> None:
         if not name.startswith(("weight_", "tensor_")):
             raise _refuse(path, f"'{fqn}' in {member} is a {name.split('_obj')[0] or 'non-tensor'} object "
                                 "(custom or opaque objects are unpickled)")
+        payload = f"{member.rsplit('/', 1)[0]}/{name}"
+        if payload not in members:
+            raise UserError(f"{path}: the archive lacks {payload}, which holds '{fqn}'; the file is truncated or "
+                            "damaged: save the program again with torch.export.save")
 
 
 def _check_weights_only_pickle(path: Path, member: str, payload: bytes) -> None:
@@ -188,7 +192,7 @@ def _check_program_json(path: Path, member: str, program) -> None:
     if not isinstance(program, dict) or "graph_module" not in program:
         raise UserError(f"{path}: archive member {member} is not a serialized ExportedProgram")
     if program.get("guards_code"):
-        raise _refuse(path, f"{member} carries guard code ({len(program['guards_code'])} Python snippets torch compiles)")
+        raise _refuse(path, f"{member} carries guard code (Python source that torch compiles and runs)")
     for key, value in _walk(program):
         if key == "expr_str":
             _check_sympy_expression(path, member, value)

@@ -165,7 +165,8 @@ def _load_key(text: str) -> str:
 
 
 def _first_line(exc) -> str:
-    text = str(exc).strip()
+    # torch's "check the warnings above" points at log lines silenced here (_quiet_torch)
+    text = str(exc).replace(" Please check the warnings above for possible errors.", "").strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
@@ -204,7 +205,8 @@ def _load_exported_program(path: Path, trust: bool) -> Checkpoint:
             program = torch.export.load(io.BytesIO(data))
             module = program.module()
     except Exception as exc:  # noqa: BLE001
-        raise UserError(f"{path}: torch.export program could not be loaded: {_first_line(exc)}") from None
+        raise UserError(f"{path}: torch.export program could not be loaded: {_first_line(exc).rstrip('.')}; "
+                        f"save it again with torch.export.save (torch {torch.__version__.split('+')[0]} reads it)") from None
     return Checkpoint(path, "exported_program", module=_ExportedModule(module))
 
 

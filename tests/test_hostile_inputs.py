@@ -185,7 +185,7 @@ def _guard_code(marker):
         program = json.loads(members[root + "models/model.json"])
         program["guards_code"] = [f"__import__('os').system('touch {marker}') or True"]
         members[root + "models/model.json"] = json.dumps(program).encode()
-    return edit, "models/model.json carries guard code (1 Python snippets torch compiles)"
+    return edit, "models/model.json carries guard code (Python source that torch compiles and runs)"
 
 
 def _aoti_library(marker):
@@ -228,8 +228,22 @@ def test_pt2_load_problems_are_one_line_without_torch_log_tracebacks(tiny_pt2, t
         del members[root + "data/weights/weight_0"]
 
     damaged = rewrite_archive(tiny_pt2, tmp_path / "damaged.pt2", drop_weight)
-    message = export_refused(damaged, out)
-    assert message.startswith(f"{damaged}: torch.export program could not be loaded: ")
+    assert export_refused(damaged, out) == (f"{damaged}: the archive lacks data/weights/weight_0, which holds "
+                                            "'conv.weight'; the file is truncated or damaged: save the program again "
+                                            "with torch.export.save")
+    assert_empty(out)
+
+
+def test_torch_logs_nothing_while_a_pt2_fails_to_load(tiny_pt2, tmp_path, out):
+    """torch.export.load logs a warning with a whole traceback when deserializing fails."""
+    def break_json(members, root):
+        program = json.loads(members[root + "models/model.json"])
+        program["graph_module"]["graph"]["nodes"][0]["inputs"] = "not a list"
+        members[root + "models/model.json"] = json.dumps(program).encode()
+
+    broken = rewrite_archive(tiny_pt2, tmp_path / "broken.pt2", break_json)
+    message = export_refused(broken, out)
+    assert message.startswith(f"{broken}: torch.export program could not be loaded: ") and "warnings above" not in message
     assert_empty(out)
 
 

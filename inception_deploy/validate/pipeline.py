@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -235,7 +234,9 @@ def _run(dataset, recipe, indices, batch_size, crops, ref_runner, runners, outpu
 
 def _layerwise(results, checked, recipe, ref, reference, dataset, indices, progress) -> None:
     """Compare intermediate tensors of the FP32 reference graph and each ONNX target."""
-    with tempfile.TemporaryDirectory(prefix="inception-deploy-layerwise-") as scratch:
+    from ..fileio import scratch_dir
+
+    with scratch_dir("layerwise") as scratch:
         if reference is None:
             from ..export import export_onnx
 
