@@ -157,39 +157,154 @@ def test_report_shape():
 
 # --- each rule, broken once ------------------------------------------------------------------
 
+def unique_model():
+    return make_model([helper.make_node("Unique", ["x"], ["y"], name="uniq")],
+                      [helper.make_tensor_value_info("x", F32, [5])], [helper.make_tensor_value_info("y", F32, [None])],
+                      opset=21)
+
+
+def qlinear_conv_model():
+    inputs = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
+    inits = [tensor("xs", np.float32(0.1)), tensor("xz", np.int8(0)),
+             tensor("w", np.ones((4, 3, 3, 3), np.int8)), tensor("ws", np.float32(0.1)), tensor("wz", np.int8(0)),
+             tensor("ys", np.float32(0.1)), tensor("yz", np.int8(0))]
+    return make_model([helper.make_node("QLinearConv", inputs, ["y"], name="qconv")],
+                      [helper.make_tensor_value_info("x", I8, [1, 3, 8, 8])],
+                      [helper.make_tensor_value_info("y", I8, [1, 4, 6, 6])], inits)
+
+
+def custom_domain_model():
+    node = helper.make_node("FancyPool", ["x"], ["y"], name="fancy", domain="com.example")
+    graph = helper.make_graph([node], "g", [image_input()], [helper.make_tensor_value_info("y", F32, ["batch", 3, 8, 8])])
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17),
+                                                                  helper.make_opsetid("com.example", 1)])
+
+
+def relu_model(opset=17, op="Relu"):
+    return make_model([helper.make_node(op, ["x"], ["y"], name=op.lower())], [image_input()],
+                      [helper.make_tensor_value_info("y", F32, ["batch", 3, 8, 8])], opset=opset)
+
+
+def uint8_concat_model():
+    return make_model([helper.make_node("Concat", ["a", "b"], ["y"], name="cat", axis=0)],
+                      [helper.make_tensor_value_info("a", TensorProto.UINT8, [2]),
+                       helper.make_tensor_value_info("b", TensorProto.UINT8, [2])],
+                      [helper.make_tensor_value_info("y", TensorProto.UINT8, [4])])
+
+
+def cast_to_int8_model():
+    return make_model([helper.make_node("Cast", ["x"], ["y"], name="to_int8", to=I8)], [image_input()],
+                      [helper.make_tensor_value_info("y", I8, ["batch", 3, 8, 8])])
+
+
+def short_bias_model():
+    model = fp32_conv_model()
+    model.graph.initializer[1].CopyFrom(tensor("b", np.zeros(3, np.float32)))
+    return model
+
+
+def pool_model(dilations=(2, 2), indices=True):
+    outputs = ["y", "idx"] if indices else ["y"]
+    size = 4 if dilations else 7
+    nodes = [helper.make_node("MaxPool", ["x"], outputs, name="pool", kernel_shape=[2, 2],
+                              **({"dilations": list(dilations)} if dilations else {}))]
+    values = [helper.make_tensor_value_info("y", F32, ["batch", 3, size, size])]
+    if indices:
+        values.append(helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch", 3, size, size]))
+    return make_model(nodes, [image_input()], values)
+
+
+def training_dropout_model():
+    nodes = [helper.make_node("Dropout", ["x", "ratio", "training"], ["y"], name="drop")]
+    return make_model(nodes, [image_input()], [helper.make_tensor_value_info("y", F32, ["batch", 3, 8, 8])],
+                      [tensor("ratio", np.float32(0.5)), tensor("training", np.bool_(True))])
+
+
+def runtime_axes_model():
+    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="mean")]
+    return make_model(nodes, [image_input(), helper.make_tensor_value_info("axes", TensorProto.INT64, [2])],
+                      [helper.make_tensor_value_info("y", F32, [])], opset=18)
+
+
+def runtime_scale_model():
+    model = qdq_model()
+    model.graph.initializer.remove(next(t for t in model.graph.initializer if t.name == "x_scale"))
+    model.graph.input.append(helper.make_tensor_value_info("x_scale", F32, []))
+    return model
+
+
+def quantized_output_model():
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], name="q")]
+    return make_model(nodes, [image_input()], [helper.make_tensor_value_info("y", I8, ["batch", 3, 8, 8])],
+                      [tensor("s", np.float32(0.1)), tensor("z", np.int8(0))])
+
+
+def quantized_bias_model():
+    model = qdq_model()
+    model.graph.initializer.extend([tensor("b1_q", np.zeros(4, np.int32)), tensor("b1_scale", np.full(4, 2e-4, np.float32))])
+    model.graph.node.insert(0, helper.make_node("DequantizeLinear", ["b1_q", "b1_scale"], ["b1_dq"], name="dq_b1", axis=0))
+    conv1 = next(n for n in model.graph.node if n.name == "conv1")
+    conv1.input[2] = "b1_dq"
+    return model
+
+
+def qdq_between_conv_and_relu_model():
+    model = fp32_conv_model()
+    model.graph.initializer.extend([tensor("s", np.float32(0.1)), tensor("z", np.int8(0))])
+    relu = model.graph.node[1]
+    model.graph.node.insert(1, helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"], name="q_c"))
+    model.graph.node.insert(2, helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"], name="dq_c"))
+    relu.input[0] = "cd"
+    return model
+
+
+def untyped_fp16_model():
+    model = fp16_model()
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    cast_out = model.graph.node[3]
+    model.graph.node.insert(3, helper.make_node("Mystery", ["r"], ["m"], name="mystery", domain="com.example"))
+    cast_out.input[0] = "m"
+    return model
+
+
+def dynamic_spatial_model():
+    return make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")],
+                      [helper.make_tensor_value_info("x", F32, ["batch", 3, "h", "w"])],
+                      [helper.make_tensor_value_info("y", F32, ["batch", 3, "h", "w"])])
+
+
+def fixed_batch_reshape_model():
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], name="flatten")]
+    return make_model(nodes, [image_input()], [helper.make_tensor_value_info("y", F32, [1, 192])],
+                      [tensor("shape", np.array([1, -1], np.int64))])
+
+
+def invalid_model():
+    return make_model([helper.make_node("Relu", ["nowhere"], ["y"], name="relu")], [image_input()],
+                      [helper.make_tensor_value_info("y", F32, None)])
+
+
 def test_unsupported_op():
-    model = make_model([helper.make_node("Unique", ["x"], ["y"], name="uniq")],
-                       [helper.make_tensor_value_info("x", F32, [5])], [helper.make_tensor_value_info("y", F32, [None])],
-                       opset=21)
+    model = unique_model()
     assert errors_of(lint_model(model)) == [
         "error: Unique 'uniq': op 'Unique' is not supported by tensorrt-11.0's ONNX parser [op-supported]"]
 
 
 def test_qoperator_conv_names_the_qdq_form():
-    inputs = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
-    inits = [tensor("xs", np.float32(0.1)), tensor("xz", np.int8(0)),
-             tensor("w", np.ones((4, 3, 3, 3), np.int8)), tensor("ws", np.float32(0.1)), tensor("wz", np.int8(0)),
-             tensor("ys", np.float32(0.1)), tensor("yz", np.int8(0))]
-    model = make_model([helper.make_node("QLinearConv", inputs, ["y"], name="qconv")],
-                       [helper.make_tensor_value_info("x", I8, [1, 3, 8, 8])],
-                       [helper.make_tensor_value_info("y", I8, [1, 4, 6, 6])], inits)
+    model = qlinear_conv_model()
     assert "error: QLinearConv 'qconv': op 'QLinearConv' is not supported by tensorrt-11.0's ONNX parser; export " \
            "in QDQ form (QuantizeLinear/DequantizeLinear around a float Conv) [op-supported]" in errors_of(lint_model(model))
 
 
 def test_custom_domain_op_needs_a_plugin():
-    node = helper.make_node("FancyPool", ["x"], ["y"], name="fancy", domain="com.example")
-    graph = helper.make_graph([node], "g", [image_input()], [helper.make_tensor_value_info("y", F32, ["batch", 3, 8, 8])])
-    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17),
-                                                                   helper.make_opsetid("com.example", 1)])
+    model = custom_domain_model()
     assert errors_of(lint_model(model)) == [
         "error: FancyPool 'fancy': op 'com.example::FancyPool' is not an ONNX op tensorrt-11.0 imports; it needs a "
         "TensorRT plugin of that name [op-supported]"]
 
 
 def test_swish_is_imported_from_tensorrt_11_only():
-    model = make_model([helper.make_node("Swish", ["x"], ["y"], name="swish")], [image_input()],
-                       [helper.make_tensor_value_info("y", F32, ["batch", 3, 8, 8])], opset=24)
+    model = relu_model(opset=24, op="Swish")
     assert lint_model(model, "tensorrt-11")
     assert errors_of(lint_model(model, "tensorrt-10")) == [
         "error: Swish 'swish': op 'Swish' is not supported by tensorrt-10.16's ONNX parser (imported from TensorRT "
@@ -200,8 +315,7 @@ def test_swish_is_imported_from_tensorrt_11_only():
                                              (25, "tensorrt-11", False), (25, "tensorrt-11.5", True),
                                              (25, "tensorrt-10", False)])
 def test_opset_range(opset, target, ok):
-    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [image_input()],
-                       [helper.make_tensor_value_info("y", F32, ["batch", 3, 8, 8])], opset=opset)
+    model = relu_model(opset=opset)
     report = lint_model(model, target)
     assert bool(report) is ok
     if not ok:
@@ -211,21 +325,22 @@ def test_opset_range(opset, target, ok):
 
 
 def test_dtype_the_operator_does_not_take():
-    model = make_model([helper.make_node("Concat", ["a", "b"], ["y"], name="cat", axis=0)],
-                       [helper.make_tensor_value_info("a", TensorProto.UINT8, [2]),
-                        helper.make_tensor_value_info("b", TensorProto.UINT8, [2])],
-                       [helper.make_tensor_value_info("y", TensorProto.UINT8, [4])])
+    model = uint8_concat_model()
     assert errors_of(lint_model(model))[0] == (
         "error: Concat 'cat': input 'a' is UINT8; TensorRT's Concat takes BFLOAT16, BOOL, FLOAT, FLOAT16, INT32, "
         "INT64 [op-dtype]")
 
 
 def test_cast_to_int8_is_not_quantization():
-    model = make_model([helper.make_node("Cast", ["x"], ["y"], name="to_int8", to=I8)], [image_input()],
-                       [helper.make_tensor_value_info("y", I8, ["batch", 3, 8, 8])])
+    model = cast_to_int8_model()
     assert errors_of(lint_model(model)) == [
         "error: Cast 'to_int8': Cast to INT8 is not a way to quantize in TensorRT; use QuantizeLinear/DequantizeLinear "
         "[cast-target]"]
+    # TensorRT-RTX 1.7 builds it (a saturating cast): a warning there (tests/test_lint_vs_rtx.py).
+    rtx = lint_model(model, "tensorrt-rtx")
+    assert rtx and [str(f) for f in rtx.warnings] == [
+        "warning: Cast 'to_int8': Cast to INT8 saturates, it does not quantize (no scale); TensorRT-RTX builds it, "
+        "TensorRT 10/11 do not: use QuantizeLinear/DequantizeLinear [cast-target]"]
 
 
 def test_same_padding_with_explicit_pads():
@@ -235,8 +350,7 @@ def test_same_padding_with_explicit_pads():
 
 
 def test_conv_bias_length_must_equal_output_channels():
-    model = fp32_conv_model()
-    model.graph.initializer[1].CopyFrom(tensor("b", np.zeros(3, np.float32)))
+    model = short_bias_model()
     assert "error: Conv 'conv': bias 'b' has shape [3]; it must be 1-D with 4 values (one per output channel) " \
            "[conv-bias]" in errors_of(lint_model(model))
 
@@ -247,26 +361,20 @@ def test_conv_group_must_match_channels():
 
 
 def test_pooling_dilations_and_indices():
-    nodes = [helper.make_node("MaxPool", ["x"], ["y", "idx"], name="pool", kernel_shape=[2, 2], dilations=[2, 2])]
-    model = make_model(nodes, [image_input()], [helper.make_tensor_value_info("y", F32, ["batch", 3, 4, 4]),
-                                                helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch", 3, 4, 4])])
+    model = pool_model()
     assert errors_of(lint_model(model)) == [
         "error: MaxPool 'pool': dilations [2, 2]; TensorRT pools only with dilations 1 [pool-shape]",
         "error: MaxPool 'pool': second output 'idx' (Indices) is not supported; drop it [pool-shape]"]
 
 
 def test_dropout_in_training_mode():
-    nodes = [helper.make_node("Dropout", ["x", "ratio", "training"], ["y"], name="drop")]
-    model = make_model(nodes, [image_input()], [helper.make_tensor_value_info("y", F32, ["batch", 3, 8, 8])],
-                       [tensor("ratio", np.float32(0.5)), tensor("training", np.bool_(True))])
+    model = training_dropout_model()
     assert errors_of(lint_model(model)) == [
         "error: Dropout 'drop': training_mode is true; export the model in eval mode [inference-only]"]
 
 
 def test_reduce_axes_computed_at_run_time():
-    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="mean")]
-    model = make_model(nodes, [image_input(), helper.make_tensor_value_info("axes", TensorProto.INT64, [2])],
-                       [helper.make_tensor_value_info("y", F32, [])], opset=18)
+    model = runtime_axes_model()
     assert errors_of(lint_model(model)) == [
         "error: ReduceMean 'mean': axes 'axes' is computed at run time; TensorRT needs it as an initializer (a "
         "build-time constant) [constant-input]"]
@@ -292,9 +400,7 @@ def test_qdq_scale_must_be_positive():
 
 
 def test_qdq_scale_must_be_constant():
-    model = qdq_model()
-    model.graph.initializer.remove(next(t for t in model.graph.initializer if t.name == "x_scale"))
-    model.graph.input.append(helper.make_tensor_value_info("x_scale", F32, []))
+    model = runtime_scale_model()
     assert errors_of(lint_model(model))[0] == (
         "error: QuantizeLinear 'q_x': scale 'x_scale' is computed at run time; TensorRT needs a constant scale "
         "[qdq-scale]")
@@ -327,25 +433,24 @@ def test_conv_with_only_its_weights_quantized():
 
 
 def test_concat_inputs_with_different_scales():
-    assert errors_of(lint_model(qdq_model(concat_scales=(0.05, 0.08)))) == [
-        "error: Concat 'concat': inputs are quantized with 2 different scales (rad: 0.05, mpd: 0.08); give all Concat "
-        "inputs and the Q after it one scale (the max of their amax) [qdq-concat-scale]"]
+    # A warning: TensorRT builds it and requantizes at the Concat (measured with TensorRT-RTX).
+    report = lint_model(qdq_model(concat_scales=(0.05, 0.08)))
+    assert report and [str(f) for f in report.warnings] == [
+        "warning: Concat 'concat': inputs are quantized with 2 different scales (rad: 0.05, mpd: 0.08), so TensorRT "
+        "requantizes here instead of eliding the Concat; give all Concat inputs and the Q after it one scale (the max "
+        "of their amax) [qdq-concat-scale]"]
 
 
-def test_quantized_tensor_must_be_dequantized():
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], name="q")]
-    model = make_model(nodes, [image_input()], [helper.make_tensor_value_info("y", I8, ["batch", 3, 8, 8])],
-                       [tensor("s", np.float32(0.1)), tensor("z", np.int8(0))])
-    assert errors_of(lint_model(model)) == [
-        "error: QuantizeLinear 'q': quantized 'y' is a graph output; end the pair with a DequantizeLinear [qdq-pairs]"]
+def test_quantized_graph_output_is_a_warning():
+    # TensorRT builds it with an INT8 engine output (measured with TensorRT-RTX): a warning, not an error.
+    report = lint_model(quantized_output_model())
+    assert report and [str(f) for f in report.warnings] == [
+        "warning: QuantizeLinear 'q': quantized 'y' is a graph output: the engine returns INT8 values its caller must "
+        "dequantize; end the pair with a DequantizeLinear to return floats [qdq-pairs]"]
 
 
 def test_quantized_bias_is_rejected():
-    model = qdq_model()
-    model.graph.initializer.extend([tensor("b1_q", np.zeros(4, np.int32)), tensor("b1_scale", np.full(4, 2e-4, np.float32))])
-    model.graph.node.insert(0, helper.make_node("DequantizeLinear", ["b1_q", "b1_scale"], ["b1_dq"], name="dq_b1", axis=0))
-    conv1 = next(n for n in model.graph.node if n.name == "conv1")
-    conv1.input[2] = "b1_dq"
+    model = quantized_bias_model()
     assert errors_of(lint_model(model)) == [
         "error: DequantizeLinear 'dq_b1': dequantizes INT32 'b1_q' (a quantized bias); TensorRT rejects it: keep "
         "biases float (quantize with bias quantization off) [qdq-int8]",
@@ -354,12 +459,7 @@ def test_quantized_bias_is_rejected():
 
 
 def test_qdq_between_conv_and_relu_is_a_warning():
-    model = fp32_conv_model()
-    model.graph.initializer.extend([tensor("s", np.float32(0.1)), tensor("z", np.int8(0))])
-    relu = model.graph.node[1]
-    model.graph.node.insert(1, helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"], name="q_c"))
-    model.graph.node.insert(2, helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"], name="dq_c"))
-    relu.input[0] = "cd"
+    model = qdq_between_conv_and_relu_model()
     report = lint_model(model)
     assert report  # warnings do not fail the lint
     assert [str(f) for f in report.warnings] == [
@@ -381,36 +481,27 @@ def test_fp16_graph_output_without_declared_type():
 
 
 def test_fp16_graph_with_untyped_tensor():
-    model = fp16_model()
-    model.opset_import.append(helper.make_opsetid("com.example", 1))
-    cast_out = model.graph.node[3]
-    model.graph.node.insert(3, helper.make_node("Mystery", ["r"], ["m"], name="mystery", domain="com.example"))
-    cast_out.input[0] = "m"
+    model = untyped_fp16_model()
     assert "error: Cast 'cast_out': the type of input 'm' cannot be inferred; an FP16 graph must be typed end to " \
            "end (run onnx shape inference and declare value_info) [fp16-typed]" in errors_of(lint_model(model))
 
 
 def test_dynamic_dims_beyond_batch():
-    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")],
-                       [helper.make_tensor_value_info("x", F32, ["batch", 3, "h", "w"])],
-                       [helper.make_tensor_value_info("y", F32, ["batch", 3, "h", "w"])])
+    model = dynamic_spatial_model()
     assert errors_of(lint_model(model)) == [
         f"error: input 'x': axis {axis} is dynamic ('{name}'); the engine's profile covers only the batch axis: "
         "export with fixed channel/height/width [dynamic-dims]" for axis, name in ((2, "h"), (3, "w"))]
 
 
 def test_reshape_that_hard_codes_the_batch():
-    nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], name="flatten")]
-    model = make_model(nodes, [image_input()], [helper.make_tensor_value_info("y", F32, [1, 192])],
-                       [tensor("shape", np.array([1, -1], np.int64))])
+    model = fixed_batch_reshape_model()
     assert errors_of(lint_model(model)) == [
         "error: Reshape 'flatten': reshapes a dynamic batch to the fixed shape [1, -1]; use 0 or -1 for the batch so "
         "every profile batch size works [reshape-batch]"]
 
 
 def test_invalid_onnx_is_reported():
-    model = make_model([helper.make_node("Relu", ["nowhere"], ["y"], name="relu")], [image_input()],
-                       [helper.make_tensor_value_info("y", F32, None)])
+    model = invalid_model()
     errors = errors_of(lint_model(model))
     assert errors[0].startswith("error: graph: onnx.checker rejects the model: ")
     assert errors[0].endswith("[onnx-valid]")
@@ -430,8 +521,8 @@ def test_unreadable_input_is_a_user_error(tmp_path):
 def test_unknown_target():
     with pytest.raises(UserError) as caught:
         lint_model(fp16_model(), target="tensorrt-9")
-    assert str(caught.value) == ("unknown lint target 'tensorrt-9'; choose one of tensorrt, tensorrt-10, tensorrt-11 "
-                                 "(or e.g. tensorrt-11.5)")
+    assert str(caught.value) == ("unknown lint target 'tensorrt-9'; choose one of tensorrt, tensorrt-10, tensorrt-11, "
+                                 "tensorrt-rtx (or e.g. tensorrt-11.5)")
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -444,12 +535,12 @@ def test_cli_clean_graph_exits_0(googlenet_onnx):
 
 def test_cli_errors_exit_1(tmp_path):
     path = tmp_path / "bad.onnx"
-    onnx.save(qdq_model(concat_scales=(0.05, 0.08)), path)
+    onnx.save(qdq_model(activation_scale=np.full(3, 0.02, np.float32)), path)
     result = CliRunner().invoke(main, ["lint", str(path)])
     assert result.exit_code == 1
     assert result.output.splitlines() == [
-        "error: Concat 'concat': inputs are quantized with 2 different scales (rad: 0.05, mpd: 0.08); give all Concat "
-        "inputs and the Q after it one scale (the max of their amax) [qdq-concat-scale]",
+        "error: Conv 'conv1': its data input is dequantized per channel (3 scales, DequantizeLinear 'dq_x'); "
+        "quantize activations per tensor [qdq-activation-per-tensor]",
         f"FAILED | {path} | tensorrt-11.0 | 16 nodes, 1 errors, 0 warnings"]
 
 
@@ -471,3 +562,44 @@ def test_cli_unreadable_input_exits_2(tmp_path):
     assert result.exit_code == 2
     assert result.output == (f"error: {junk}: not a readable ONNX model (DecodeError); pass an .onnx file written by "
                              "`inception-deploy export` or torch.onnx.export\n")
+
+
+# --- the corpus: every graph above, by name (tests/test_lint_vs_rtx.py feeds them to TensorRT-RTX) ---
+
+CORPUS = {
+    "fp32 conv": fp32_conv_model,
+    "fp16 conv": fp16_model,
+    "qdq block": qdq_model,
+    "unsupported op": unique_model,
+    "QLinearConv": qlinear_conv_model,
+    "custom domain op": custom_domain_model,
+    "Swish at opset 24": lambda: relu_model(opset=24, op="Swish"),
+    "opset 8": lambda: relu_model(opset=8),
+    "opset 25": lambda: relu_model(opset=25),
+    "UINT8 Concat": uint8_concat_model,
+    "Cast to INT8": cast_to_int8_model,
+    "SAME_UPPER with pads": lambda: fp32_conv_model(auto_pad="SAME_UPPER"),
+    "short conv bias": short_bias_model,
+    "conv group mismatch": lambda: fp32_conv_model(group=3),
+    "pool dilations and indices": pool_model,
+    "Dropout in training mode": training_dropout_model,
+    "ReduceMean axes at run time": runtime_axes_model,
+    "Q/DQ zero point 3": lambda: qdq_model(x_zero_point=3),
+    "Q/DQ uint8": lambda: qdq_model(zp_dtype=np.uint8),
+    "Q/DQ negative scale": lambda: qdq_model(scale_value=-0.02),
+    "Q/DQ scale at run time": runtime_scale_model,
+    "per-channel scale length": lambda: qdq_model(weight_scale_len=3),
+    "weights quantized on axis 1": lambda: qdq_model(weight_scale_len=3, weight_axis=1),
+    "activations per channel": lambda: qdq_model(activation_scale=np.full(3, 0.02, np.float32)),
+    "weights-only quantized conv": lambda: qdq_model(quantize_data=False),
+    "Concat inputs with two scales": lambda: qdq_model(concat_scales=(0.05, 0.08)),
+    "quantized graph output": quantized_output_model,
+    "quantized bias": quantized_bias_model,
+    "Q/DQ between Conv and Relu": qdq_between_conv_and_relu_model,
+    "FP16 conv with FP32 bias": lambda: fp16_model(bias_dtype=np.float32),
+    "FP16 output without a type": lambda: fp16_model(output_elem=TensorProto.UNDEFINED),
+    "FP16 graph with an untyped tensor": untyped_fp16_model,
+    "dynamic height and width": dynamic_spatial_model,
+    "Reshape to a fixed batch": fixed_batch_reshape_model,
+    "invalid ONNX": invalid_model,
+}

@@ -14,8 +14,9 @@ import click
 
 @click.command("lint")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--target", default="tensorrt", show_default=True, metavar="tensorrt[-10|-11]",
-              help="TensorRT release whose ONNX parser to check against (tensorrt = 11; e.g. tensorrt-11.5).")
+@click.option("--target", default="tensorrt", show_default=True, metavar="tensorrt[-10|-11|-rtx]",
+              help="TensorRT release whose ONNX parser to check against (tensorrt = 11; e.g. tensorrt-11.5; "
+                   "tensorrt-rtx = TensorRT-RTX 1.7).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of lines.")
 @click.pass_context
 def command(ctx: click.Context, model: str, target: str, as_json: bool) -> None:

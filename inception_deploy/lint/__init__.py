@@ -25,10 +25,18 @@ ModelLike = Union[str, os.PathLike, bytes, "onnx.ModelProto"]  # noqa: F821
 
 def load_onnx(model_or_path: ModelLike):
     """An onnx.ModelProto from a path, bytes or a ModelProto; UserError when unreadable."""
+    model, source, _ = _load(model_or_path)
+    return model, source
+
+
+def _load(model_or_path: ModelLike):
+    """(model, source, sha256 of the bytes read; None for a ModelProto)."""
+    import hashlib
+
     import onnx
 
     if isinstance(model_or_path, onnx.ModelProto):
-        return model_or_path, "<model>"
+        return model_or_path, "<model>", None
     if isinstance(model_or_path, bytes):
         source, data = "<bytes>", model_or_path
     else:
@@ -44,7 +52,7 @@ def load_onnx(model_or_path: ModelLike):
                         "written by `inception-deploy export` or torch.onnx.export") from None
     if not model.graph.node:
         raise UserError(f"{source}: the ONNX graph has no nodes; pass an .onnx model")
-    return model, source
+    return model, source, hashlib.sha256(data).hexdigest()
 
 
 def lint_model(model_or_path: ModelLike, target: str | Target = DEFAULT_TARGET,
@@ -53,9 +61,9 @@ def lint_model(model_or_path: ModelLike, target: str | Target = DEFAULT_TARGET,
     from .graph import GraphView
 
     resolved = parse_target(target)
-    model, source = load_onnx(model_or_path)
+    model, source, sha256 = _load(model_or_path)
     view = GraphView(model)
-    report = LintReport(target=resolved.name, source=source, nodes_checked=len(view.nodes))
+    report = LintReport(target=resolved.name, source=source, nodes_checked=len(view.nodes), sha256=sha256)
     for rule in rules if rules is not None else RULES:
         report.findings.extend(rule.check(view, resolved))
     return report

@@ -125,7 +125,13 @@ class CastTargetRule(NodeRule):
 
     def check_node(self, view, target, node):
         to = attribute(node, "to")
-        if to in QUANTIZED_TYPES:
+        if to in QUANTIZED_TYPES and target.rtx:
+            # TensorRT-RTX 1.7 builds it (a saturating cast, the engine's output Int8): measured on
+            # the lint corpus. TensorRT 10/11 keep the error: the 10.15 matrix has no such Cast target.
+            yield self.warning(view.name(node), f"Cast to {type_name(to)} saturates, it does not quantize (no "
+                                                "scale); TensorRT-RTX builds it, TensorRT 10/11 do not: use "
+                                                "QuantizeLinear/DequantizeLinear")
+        elif to in QUANTIZED_TYPES:
             yield self.error(view.name(node), f"Cast to {type_name(to)} is not a way to quantize in TensorRT; "
                                               "use QuantizeLinear/DequantizeLinear")
         elif to not in self._ALLOWED:

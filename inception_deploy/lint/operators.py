@@ -32,7 +32,14 @@ class OpSupport:
     types: frozenset[int]
 
     def supported_by(self, target) -> bool:
+        if target.rtx and self.op_type in RTX_NOT_IMPORTED:
+            return False
         return self.since is not None and target.at_least(*self.since)
+
+
+# Ops TensorRT 11 imports that TensorRT-RTX 1.7's parser does not (it looks for a plugin of that
+# name): measured here by building one-node graphs with tensorrt_rtx 1.7.1.116.
+RTX_NOT_IMPORTED = frozenset({"DFT"})
 
 
 _FLT = "F32 F16 BF16"

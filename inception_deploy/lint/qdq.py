@@ -162,8 +162,11 @@ class QDQPairRule(NodeRule):
         output = node.output[0]
         others = [c for c in view.consumers.get(output, []) if c.op_type != "DequantizeLinear"]
         if output in view.graph_output_names:
-            yield self.error(view.name(node), f"quantized '{output}' is a graph output; end the pair with a "
-                                              "DequantizeLinear")
+            # A warning, not an error: TensorRT-RTX builds it with an Int8 engine output (measured on
+            # the lint corpus), and strongly typed TensorRT takes Int8 I/O tensors.
+            yield self.warning(view.name(node), f"quantized '{output}' is a graph output: the engine returns "
+                                                "INT8 values its caller must dequantize; end the pair with a "
+                                                "DequantizeLinear to return floats")
         for consumer in others:
             yield self.error(view.name(node), f"quantized '{output}' feeds {view.name(consumer)}; a QuantizeLinear "
                                               "must feed DequantizeLinear nodes only")
@@ -264,9 +267,12 @@ class QDQConcatScaleRule(NodeRule):
                 scales[f"output Q {view.name(consumer)}"] = scale_value(view, consumer)
         distinct = {tuple(np.asarray(v, dtype=np.float64).ravel().round(12)) for v in scales.values()}
         if len(distinct) > 1:
+            # A warning: TensorRT builds it and rescales the branches at the Concat (TensorRT-RTX keeps
+            # the Q/DQ around it in the fused kernel; build-engine's plan report says "requantized").
             listed = ", ".join(f"{k}: {_short(v)}" for k, v in scales.items())
-            yield self.error(where, f"inputs are quantized with {len(distinct)} different scales ({listed}); "
-                                    "give all Concat inputs and the Q after it one scale (the max of their amax)")
+            yield self.warning(where, f"inputs are quantized with {len(distinct)} different scales ({listed}), so "
+                                      "TensorRT requantizes here instead of eliding the Concat; give all Concat "
+                                      "inputs and the Q after it one scale (the max of their amax)")
 
 
 class QDQBetweenConvReluRule(Rule):

@@ -7,7 +7,7 @@ results: `if not lint_model(path): ...`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Optional
 
 Severity = Literal["error", "warning"]
 
@@ -29,6 +29,8 @@ class LintReport:
     source: str
     findings: list[Finding] = field(default_factory=list)
     nodes_checked: int = 0
+    sha256: Optional[str] = None  # of the ONNX bytes linted (None for an in-memory model), so a later
+    # stage can reuse a passing report for the very same file instead of linting it again
 
     @property
     def errors(self) -> list[Finding]:

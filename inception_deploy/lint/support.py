@@ -56,6 +56,8 @@ class OperatorSupportRule(NodeRule):
         elif not support.supported_by(target):
             hint = REPLACEMENT_HINTS.get(node.op_type)
             since = f" (imported from TensorRT {support.since[0]}.{support.since[1]})" if support.since else ""
+            if target.rtx and support.since and target.at_least(*support.since):
+                since = f" (TensorRT imports it from {support.since[0]}.{support.since[1]}; TensorRT-RTX does not)"
             yield self.error(where, f"op '{node.op_type}' is not supported by {target.name}'s ONNX parser{since}"
                                     + (f"; {hint}" if hint else ""))
 
