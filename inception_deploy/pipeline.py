@@ -27,6 +27,7 @@ class PipelineState:
     progress: bool = True
     reference: object = None
     artifacts: dict[str, Path] = field(default_factory=dict)  # stage name -> artifact
+    lint_reports: dict = field(default_factory=dict)  # artifact name -> its LintReport (build-engine reuses it)
     lines: list[str] = field(default_factory=list)  # what the user is shown
     seconds: dict[str, float] = field(default_factory=dict)
     exit_code: int = 0
@@ -65,13 +66,18 @@ def _quantize(precision: str):
 
 
 def _lint(state: PipelineState) -> None:
-    """Every graph the engine builder would take must pass TensorRT's ONNX parser rules."""
+    """Every graph the engine builder would take must pass TensorRT's ONNX parser rules.
+
+    TensorRT 11.0's rules, the strictest this project encodes (a pass there is a pass for
+    TensorRT-RTX too); build-engine reuses these passing reports instead of linting again.
+    """
     from .lint import lint_model
 
     for name in ("optimized", "fp16", "int8"):
         if name not in state.artifacts:
             continue
         report = lint_model(state.artifacts[name], target="tensorrt-11")
+        state.lint_reports[name] = report
         if not report:
             state.exit_code = 1
         verdict = "PASSED" if report else "FAILED"
@@ -81,20 +87,40 @@ def _lint(state: PipelineState) -> None:
 
 
 def _build_engines(state: PipelineState) -> None:
-    """TensorRT plans where TensorRT and a GPU exist; elsewhere a SKIPPED line says what is missing."""
+    """FP16 and INT8 plans with their precision truth check and plan report: TensorRT where it
+    and a GPU exist, else TensorRT-RTX (no GPU needed); without either a SKIPPED line says what
+    is missing. A plan goes on to validate only where it can run (a GPU)."""
     from .engine.build import build_engine
+    from .engine.environment import missing_to_run, plan_flavour
+    from .engine.precision_check import PrecisionNotMaterialized
     from .errors import MissingDependency
 
     for precision in ("fp16", "int8"):
         if precision not in state.artifacts:
             continue
+        graph = state.artifacts[precision]
+        lint_report = state.lint_reports.get(precision)
+        if lint_report is not None and not lint_report:
+            state.lines.append(f"SKIPPED | build-engine | {graph.name} failed its lint above")
+            continue
         try:
-            result = build_engine(state.artifacts[precision], precision=precision, engine=state.recipe.engine)
+            result = build_engine(graph, precision=precision, engine=state.recipe.engine, lint_report=lint_report)
         except MissingDependency as exc:
             state.lines.append(f"SKIPPED | build-engine | {exc}")
             return
-        state.artifacts[f"{precision}-plan"] = result.plan_path
-        state.lines.append(f"PASSED | build-engine | {result.plan_path.name}")
+        except PrecisionNotMaterialized as exc:
+            state.exit_code = 1
+            state.lines.append(f"FAILED | build-engine | {exc}")
+            state.lines += [f"  {line}" for line in exc.report.lines() if line.startswith("FAIL ")][:10]
+            continue
+        state.lines.append(f"PASSED | build-engine | {result.plan_path.name} | {result.precision_report.summary()}")
+        state.lines += [f"  {line}" for line in result.plan_report.lines()]
+        missing = missing_to_run(plan_flavour(result.manifest))
+        if missing:
+            state.lines.append(f"  {result.plan_path.name} is not validated here: running a plan needs "
+                               f"{' and '.join(missing)}")
+        else:
+            state.artifacts[f"{precision}-plan"] = result.plan_path
 
 
 def _validate(state: PipelineState) -> None:

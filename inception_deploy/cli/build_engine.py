@@ -1,14 +1,16 @@
 """`inception-deploy build-engine MODEL.onnx [--fp16|--int8] -o model.plan` (stage: build-engine).
 
-A thin layer over `inception_deploy.engine.build_engine`: lint, precision assertion, build,
-precision truth check, plan + manifest. Without TensorRT or a GPU it stops with one line
-(exit 2) and writes nothing.
+A thin layer over `inception_deploy.engine.build_engine`: lint, precision assertion, build
+(TensorRT on a GPU machine, TensorRT-RTX anywhere), precision truth check on the engine's
+layers, plan report, plan + manifest. Without any TensorRT it stops with one line (exit 2)
+and writes nothing; a layer wider than the graph asks fails with exit 1 and no plan.
 """
 
 from __future__ import annotations
 
 import click
 
+from ..engine.flavours import BUILDER_CHOICES, DEFAULT_COMPUTE_CAPABILITIES
 from .options import recipe_option
 
 
@@ -18,20 +20,26 @@ from .options import recipe_option
 @click.option("--int8", is_flag=True, help="Assert MODEL is a Q/DQ (INT8) graph and build it.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Plan path [default: MODEL with .plan].")
 @recipe_option
+@click.option("--builder", type=click.Choice(BUILDER_CHOICES), default="auto", show_default=True,
+              help="auto: TensorRT where it imports and a GPU is here, else TensorRT-RTX (builds without a GPU).")
+@click.option("--compute-capability", "compute_capability", metavar="sm86,sm89,...",
+              help=f"TensorRT-RTX target GPUs; one plan carries them all [default: {','.join(DEFAULT_COMPUTE_CAPABILITIES)}].")
 @click.option("--min-batch", type=int, help="Smallest batch of the optimization profile.")
 @click.option("--opt-batch", type=int, help="Batch TensorRT tunes kernels for.")
 @click.option("--max-batch", type=int, help="Largest batch of the optimization profile.")
 @click.option("--workspace-mb", type=int, help="Workspace memory limit in MB [recipe; 4096].")
 @click.option("--optimization-level", type=click.IntRange(0, 5), help="Builder optimization level 0-5 [recipe; 3].")
 @click.option("--timing-cache", type=click.Path(dir_okay=False),
-              help="Timing cache file, read when present and rewritten after the build.")
-@click.option("--target", help="Lint target [default: the installed TensorRT, else tensorrt-11].")
+              help="TensorRT timing cache file, read when present and rewritten after the build (TensorRT-RTX has none).")
+@click.option("--target", help="Lint target [default: the builder's: tensorrt-rtx, or the installed TensorRT].")
+@click.option("--show-layers", is_flag=True, help="Also print the per-layer table (engine layer, datatypes, ONNX nodes).")
 @click.option("--no-precision-check", is_flag=True,
               help="Write the plan even when layers run wider than the graph asks (not recommended).")
-def command(model, fp16, int8, output, recipe, min_batch, opt_batch, max_batch, workspace_mb, optimization_level,
-            timing_cache, target, no_precision_check) -> None:
+def command(model, fp16, int8, output, recipe, builder, compute_capability, min_batch, opt_batch, max_batch,
+            workspace_mb, optimization_level, timing_cache, target, show_layers, no_precision_check) -> None:
     """Build a TensorRT plan (plus MODEL.plan.json manifest) from an ONNX graph."""
     from pydantic import ValidationError
+    from rich.console import Console
 
     from ..engine import PrecisionNotMaterialized, build_engine
     from ..errors import UserError
@@ -55,15 +63,23 @@ def command(model, fp16, int8, output, recipe, min_batch, opt_batch, max_batch, 
     try:
         result = build_engine(model, output=output, precision=precision, batch=batch, workspace_mb=workspace_mb,
                               optimization_level=optimization_level, timing_cache=timing_cache, target=target,
-                              engine=section, verify_precision=not no_precision_check)
+                              engine=section, verify_precision=not no_precision_check, builder=builder,
+                              compute_capabilities=compute_capability)
     except PrecisionNotMaterialized as exc:
         for line in exc.report.lines():
-            click.echo(line, err=True)
+            if not line.startswith("ok"):
+                click.echo(line, err=True)
         raise
     for warning in result.warnings:
-        click.echo(f"tensorrt warning: {warning}", err=True)
+        click.echo(f"warning: {warning}", err=True)
+    console = Console(width=160, soft_wrap=True)
+    console.print(result.plan_report.table(title=f"{result.plan_path.name}"))
+    if show_layers:
+        for row in result.plan_report.layers:
+            modules = f" | {', '.join(row['modules'])}" if row["modules"] else ""
+            click.echo(f"{row['layer']} | {row['type']} | reads {row['reads']} | weights {row['weights'] or '-'} | "
+                       f"writes {row['writes']} | {', '.join(row['onnx_nodes']) or '-'}{modules}")
     click.echo(result.precision_report.summary())
     manifest = result.manifest
-    click.echo(f"wrote {result.plan_path} ({manifest.precision}, TensorRT {manifest.tensorrt_version}, "
-               f"{manifest.gpu_name} sm {manifest.compute_capability}, {manifest.build_seconds:.1f} s) "
-               f"and {result.manifest_path}")
+    click.echo(f"wrote {result.plan_path} ({manifest.precision}, {result.plan_report.builder} for {manifest.targets}, "
+               f"{manifest.build_seconds:.1f} s) and {result.manifest_path}")

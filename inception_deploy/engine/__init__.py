@@ -1,18 +1,24 @@
-"""TensorRT engines (stage: build-engine): build a plan + manifest from an ONNX graph, check
-the precision the engine really runs in, and describe the plan for the runner.
+"""TensorRT engines (stage: build-engine): build a plan + manifest from an ONNX graph with
+TensorRT 10/11 or TensorRT-RTX, check the precision every layer of the engine really runs
+in, describe the plan, and open it for the runner.
 
-Only trt_build.py and backends/tensorrt_backend.py import tensorrt, inside functions;
-everything else here runs on a CPU-only machine.
+Only trt_build.py, rtx_build.py and backends/tensorrt_backend.py import tensorrt or
+tensorrt_rtx, inside functions; everything else here runs on a machine without either.
 """
 
 from .build import EngineBuildResult, build_engine, default_plan_path
-from .environment import INSTALL_HINT, require_tensorrt_and_gpu
+from .flavours import BUILDER_CHOICES, DEFAULT_COMPUTE_CAPABILITIES, TENSORRT, TENSORRT_RTX, Flavour, choose_flavour
 from .graph_precision import GraphPrecision, classify_graph
-from .inspector import LayerPrecision, PrecisionNotMaterialized, PrecisionReport, check_precision, parse_layer_information
+from .layer_report import EngineLayer, LayerReport, TensorInfo, parse_builder_log, parse_inspector_json
 from .manifest import EngineManifest, manifest_path, read_manifest
+from .plan_files import PLAN_SUFFIXES, is_plan
+from .plan_report import PlanReport, describe_plan
+from .precision_check import NodeVerdict, PrecisionNotMaterialized, PrecisionReport, check_precision
 
 __all__ = [
-    "EngineBuildResult", "EngineManifest", "GraphPrecision", "INSTALL_HINT", "LayerPrecision",
-    "PrecisionNotMaterialized", "PrecisionReport", "build_engine", "check_precision", "classify_graph",
-    "default_plan_path", "manifest_path", "parse_layer_information", "read_manifest", "require_tensorrt_and_gpu",
+    "BUILDER_CHOICES", "DEFAULT_COMPUTE_CAPABILITIES", "EngineBuildResult", "EngineLayer", "EngineManifest", "Flavour",
+    "GraphPrecision", "LayerReport", "NodeVerdict", "PLAN_SUFFIXES", "PlanReport", "PrecisionNotMaterialized",
+    "PrecisionReport", "TENSORRT", "TENSORRT_RTX", "TensorInfo", "build_engine", "check_precision", "choose_flavour",
+    "classify_graph", "default_plan_path", "describe_plan", "is_plan", "manifest_path", "parse_builder_log",
+    "parse_inspector_json", "read_manifest",
 ]

@@ -1,9 +1,12 @@
 """build-engine: ONNX graph -> TensorRT plan + manifest (stage: build-engine).
 
-The order is the point: read and lint the graph, check that the requested precision is
-the graph's own (TensorRT 11 has no precision flags, so --int8/--fp16 only assert what
-the graph is), then demand TensorRT and a GPU, build, check the built layers' precisions,
-and only then write the plan and its manifest (atomically: never a partial plan).
+The order is the point: read and lint the graph (or take the passing lint report of the same
+file from an earlier stage), check that the requested precision is the graph's own
+(strongly typed TensorRT has no precision flags, so --int8/--fp16 only assert what the graph
+is), choose the builder (TensorRT 10/11 where it imports and a GPU is here, else
+TensorRT-RTX, which builds on any machine), build, run the precision truth check on the
+engine's layer report, describe the plan, and only then write the plan and its manifest
+(atomically: never a partial plan, never a plan that failed its check).
 """
 
 from __future__ import annotations
@@ -12,20 +15,20 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
-from ..errors import UserError
+from ..errors import MissingDependency, UserError
 from ..fileio import atomic_path, sha256_bytes, sha256_file
 from ..lint import LintReport, lint_model, load_onnx, parse_target
-from ..lint.targets import DEFAULT_TARGET
+from ..lint.graph import GraphView
+from ..lint.targets import DEFAULT_TARGET, RTX_TARGET
 from ..recipes import BatchRange, EngineSection
-from .environment import installed_tensorrt_version, require_tensorrt_and_gpu
+from .flavours import TENSORRT_RTX, Flavour, choose_flavour, parse_compute_capabilities
 from .graph_precision import GraphPrecision, check_requested_precision, classify_graph
-from .inspector import (PrecisionNotMaterialized, PrecisionReport, check_precision, parse_layer_information,
-                        precision_failure_message)
 from .manifest import EngineManifest, manifest_path, write_manifest
-
-PLAN_SUFFIXES = (".plan", ".engine")
+from .plan_files import PLAN_SUFFIXES
+from .plan_report import PlanReport, describe_plan
+from .precision_check import PrecisionNotMaterialized, PrecisionReport, check_precision, precision_failure_message
 
 
 @dataclass
@@ -34,13 +37,18 @@ class EngineBuildResult:
     manifest_path: Path
     manifest: EngineManifest
     precision_report: PrecisionReport
+    plan_report: PlanReport
     lint_report: LintReport
+    lint_reused: bool  # the caller's passing report for this very file was used, not a second lint
     warnings: list[str]
 
 
-def default_lint_target() -> str:
-    """The installed TensorRT's release (e.g. tensorrt-10.16), else tensorrt-11."""
-    version = installed_tensorrt_version()
+def default_lint_target(flavour: Optional[Flavour]) -> str:
+    """The lint target for a builder: TensorRT-RTX's, the installed TensorRT's release (e.g.
+    tensorrt-10.16), or tensorrt-11 when none is installed."""
+    if flavour is TENSORRT_RTX:
+        return RTX_TARGET
+    version = flavour.version() if flavour is not None else None
     if not version:
         return DEFAULT_TARGET
     major, _, rest = version.partition(".")
@@ -70,27 +78,62 @@ def profile_shapes(model, batch: BatchRange) -> tuple[dict[str, dict[str, list[i
     return shapes, dynamic
 
 
-def _lineage(model, onnx_path: Path, precision: str) -> dict:
+def _lineage(source: Optional[dict], onnx_path: Path, onnx_sha256: str, precision: str) -> dict:
     """The ONNX artifact's manifest (recipe, preprocessing, history) with this stage appended."""
-    from ..manifest import add_stage, new_manifest, read_manifest as read_onnx_manifest
+    from ..manifest import add_stage, new_manifest
 
-    inputs = {str(onnx_path): sha256_file(onnx_path)}
-    source = read_onnx_manifest(model)
+    inputs = {str(onnx_path): onnx_sha256}
     lineage = (add_stage(source, "build-engine", inputs=inputs, precision=precision) if source is not None
                else new_manifest("build-engine", inputs=inputs, precision=precision))
     lineage.pop("toolkit_version", None)  # EngineManifest sets its own
     return lineage
 
 
+def module_names(view: GraphView, source: Optional[dict]) -> dict[str, str]:
+    """ONNX node -> PyTorch module, where the manifest allows: graphs exported by
+    inception-deploy carry torch's module scopes in their node names (validate's mapping)."""
+    history = (source or {}).get("history") or []
+    if not history or history[0].get("stage") != "export":
+        return {}
+    from ..validate.layerwise import module_path
+
+    return {node.name: module_path(node.name) for node in view.nodes if node.name.startswith("/")}
+
+
+def _lint(model, onnx_path: Path, onnx_sha256: str, target: Optional[str], flavour: Optional[Flavour],
+          given: Optional[LintReport]) -> tuple[LintReport, bool]:
+    """The caller's passing report for this very file (same sha256, same or no asked target), else a fresh lint."""
+    wanted = parse_target(target) if target else None
+    if given is not None and given and given.sha256 == onnx_sha256 and (wanted is None or given.target == wanted.name):
+        return given, True
+    lint_target = wanted or parse_target(default_lint_target(flavour))
+    report = lint_model(model, lint_target)
+    report.source, report.sha256 = str(onnx_path), onnx_sha256
+    if not report:
+        first = report.errors[0]
+        raise UserError(f"{onnx_path}: {len(report.errors)} lint error(s) for {lint_target.name}, first: "
+                        f"{first.node}: {first.message} [{first.rule}]; see all with "
+                        f"`inception-deploy lint {onnx_path} --target {lint_target.family}`")
+    return report, False
+
+
 def build_engine(onnx_path: str | Path, output: str | Path | None = None, precision: Optional[str] = None,
                  batch: Optional[BatchRange] = None, workspace_mb: Optional[int] = None,
                  optimization_level: Optional[int] = None, timing_cache: str | Path | None = None,
                  target: Optional[str] = None, engine: Optional[EngineSection] = None,
-                 verify_precision: bool = True) -> EngineBuildResult:
+                 verify_precision: bool = True, builder: str = "auto",
+                 compute_capabilities: str | Sequence[str] | None = None,
+                 lint_report: Optional[LintReport] = None) -> EngineBuildResult:
     """Build a TensorRT plan from `onnx_path`; precision None builds the graph as it is typed.
 
-    Settings not given come from `engine` (a recipe's engine section), else its defaults.
+    builder: 'auto' (TensorRT where it imports and a GPU is here, else TensorRT-RTX), 'tensorrt'
+    or 'tensorrt-rtx'. compute_capabilities: TensorRT-RTX targets ('sm86,sm89'; default
+    flavours.DEFAULT_COMPUTE_CAPABILITIES). lint_report: a passing report of this very file
+    (same sha256) from an earlier stage, used instead of linting again. Settings not given
+    come from `engine` (a recipe's engine section), else its defaults.
     """
+    from ..manifest import read_manifest as read_onnx_manifest
+
     section = engine or EngineSection()
     batch = batch or section.batch
     workspace_mb = workspace_mb if workspace_mb is not None else section.workspace_mb
@@ -100,6 +143,9 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
         raise UserError(f"optimization level {optimization_level} is outside 0..5")
     if workspace_mb < 16:
         raise UserError(f"workspace of {workspace_mb} MB is too small; give at least 16")
+    asked_capabilities = (",".join(compute_capabilities) if compute_capabilities is not None
+                          and not isinstance(compute_capabilities, str) else compute_capabilities)
+    capabilities = parse_compute_capabilities(asked_capabilities)
 
     onnx_path = Path(onnx_path)
     plan_path = Path(output) if output is not None else default_plan_path(onnx_path)
@@ -110,22 +156,28 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
         raise UserError(f"{plan_path}: the plan would overwrite its ONNX input; choose another -o")
 
     model, _ = load_onnx(onnx_path)
-    lint_target = parse_target(target or default_lint_target())
-    lint_report = lint_model(model, lint_target)
-    if not lint_report:
-        first = lint_report.errors[0]
-        raise UserError(f"{onnx_path}: {len(lint_report.errors)} lint error(s) for {lint_target.name}, first: "
-                        f"{first.node}: {first.message} [{first.rule}]; see all with "
-                        f"`inception-deploy lint {onnx_path} --target tensorrt-{lint_target.major}`")
-    graph: GraphPrecision = classify_graph(model)
+    onnx_sha256 = sha256_file(onnx_path)
+    try:
+        flavour: Optional[Flavour] = choose_flavour(builder, compute_capabilities=bool(asked_capabilities))
+        missing = None
+    except MissingDependency as exc:  # said after the checks that need no TensorRT
+        flavour, missing = None, exc
+    checked, reused = _lint(model, onnx_path, onnx_sha256, target, flavour, lint_report)
+    view = GraphView(model)
+    graph: GraphPrecision = classify_graph(view)
     build_precision = check_requested_precision(onnx_path, precision, graph)
     shapes, dynamic = profile_shapes(model, batch)
+    if missing is not None:
+        raise missing
 
-    require_tensorrt_and_gpu("build-engine")
-    from .cuda_memory import gpu_identity
     from .trt_build import BuildRequest, build_serialized_engine
 
-    cache_path = Path(timing_cache) if timing_cache else None
+    warnings: list[str] = []
+    is_rtx = flavour is TENSORRT_RTX
+    cache_path = Path(timing_cache) if timing_cache and not is_rtx else None
+    if timing_cache and is_rtx:
+        warnings.append(f"--timing-cache {timing_cache} is not used: TensorRT-RTX has no timing cache (its kernels "
+                        "compile when the plan first runs; the runner keeps a runtime cache beside the plan)")
     started = time.perf_counter()
     built = build_serialized_engine(BuildRequest(
         onnx_path=onnx_path,
@@ -133,27 +185,38 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
         workspace_bytes=workspace_mb << 20,
         optimization_level=optimization_level,
         timing_cache=cache_path.read_bytes() if cache_path and cache_path.is_file() else None,
-    ))
+        compute_capabilities=capabilities if is_rtx else (),
+    ), flavour)
     build_seconds = time.perf_counter() - started
-    if cache_path is not None:
+    if cache_path is not None and built.timing_cache is not None:
         with atomic_path(cache_path) as tmp:  # the cache is valid even if the precision check fails
             tmp.write_bytes(built.timing_cache)
 
-    report = check_precision(parse_layer_information(built.layer_information), build_precision,
-                             graph.node_precisions)
+    source = read_onnx_manifest(model)
+    modules = module_names(view, source)
+    report = check_precision(built.layer_report, build_precision, graph.node_precisions, modules)
     if verify_precision and not report:
         raise PrecisionNotMaterialized(precision_failure_message(str(plan_path), report), report)
+    plan_report = describe_plan(built.layer_report, view, report, builder=f"{flavour.title} {built.builder_version}",
+                                targets=built.targets, plan_bytes=len(built.plan), build_seconds=build_seconds,
+                                modules=modules)
 
-    gpu_name, capability = gpu_identity()
+    gpu_name = capability = None
+    if not is_rtx:
+        from .cuda_memory import gpu_identity
+
+        gpu_name, capability = gpu_identity()
     manifest = EngineManifest(
-        **_lineage(model, onnx_path, build_precision),
-        tensorrt_version=built.tensorrt_version, gpu_name=gpu_name, compute_capability=capability,
-        precision=build_precision, onnx_path=str(onnx_path), onnx_sha256=sha256_file(onnx_path),
+        **_lineage(source, onnx_path, onnx_sha256, build_precision),
+        builder=flavour.name, tensorrt_version=built.builder_version, gpu_name=gpu_name,
+        compute_capability=capability, compute_capabilities=list(capabilities) if is_rtx else [],
+        precision=build_precision, onnx_path=str(onnx_path), onnx_sha256=onnx_sha256,
         plan_sha256=sha256_bytes(built.plan), inputs=list(shapes),
         outputs=[v.name for v in model.graph.output], profile=shapes, workspace_mb=workspace_mb,
         optimization_level=optimization_level, timing_cache=str(cache_path) if cache_path else None,
-        lint_target=lint_target.name, build_seconds=round(build_seconds, 3),
+        lint_target=checked.target, build_seconds=round(build_seconds, 3),
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), layer_precisions=report.to_dict(),
+        plan_report=plan_report.to_dict(),
     )
     write_manifest(plan_path, manifest)
     try:
@@ -162,4 +225,5 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
     except BaseException:
         manifest_path(plan_path).unlink(missing_ok=True)  # no manifest for a plan that is not there
         raise
-    return EngineBuildResult(plan_path, manifest_path(plan_path), manifest, report, lint_report, built.warnings)
+    return EngineBuildResult(plan_path, manifest_path(plan_path), manifest, report, plan_report, checked, reused,
+                             warnings + built.warnings)

@@ -1,55 +1,37 @@
-"""Is TensorRT (and a GPU) here? Answered without importing tensorrt (stage: build-engine, runtime).
+"""Can a plan run here? Answered without importing TensorRT (stage: runtime).
 
-Where either is missing, build-engine and the .plan runner stop with one line that names
-what is missing and how to install it.
+Building is the flavours' business (flavours.choose_flavour: TensorRT-RTX builds without a
+GPU). Running a plan always needs an NVIDIA GPU and the module of the builder that made it;
+where either is missing the runner stops with one line that names what is missing.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-from typing import Optional
-
 from ..errors import MissingDependency
 from .cuda_memory import cuda_available
+from .flavours import TENSORRT, TENSORRT_RTX, Flavour, flavour_named
 
-INSTALL_HINT = "pip install -e '.[tensorrt]' on a machine with an NVIDIA GPU"
-# Distribution names TensorRT's wheels install under (the plain name, or per CUDA major).
-_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt_cu13_bindings", "tensorrt_cu12_bindings")
-
-
-def tensorrt_installed() -> bool:
-    return importlib.util.find_spec("tensorrt") is not None
+NO_GPU = "an NVIDIA GPU (torch.cuda.is_available() is False)"
 
 
-def installed_tensorrt_version() -> Optional[str]:
-    """The installed TensorRT version from package metadata, None when absent."""
-    if not tensorrt_installed():
-        return None
-    for name in _DISTRIBUTIONS:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
+def plan_flavour(manifest) -> Flavour:
+    """The builder that made a plan: from its manifest, else TensorRT where it is installed, else TensorRT-RTX."""
+    if manifest is not None:
+        return flavour_named(getattr(manifest, "builder", "tensorrt"))
+    return TENSORRT if TENSORRT.installed() or not TENSORRT_RTX.installed() else TENSORRT_RTX
 
 
-def missing_pieces() -> list[str]:
-    missing = []
-    if not tensorrt_installed():
-        missing.append("TensorRT (Python package 'tensorrt')")
+def missing_to_run(flavour: Flavour) -> list[str]:
+    missing = [] if flavour.installed() else [f"{flavour.title} (Python package '{flavour.module}')"]
     if not cuda_available():
-        missing.append("an NVIDIA GPU (torch.cuda.is_available() is False)")
+        missing.append(NO_GPU)
     return missing
 
 
-def require_tensorrt_and_gpu(purpose: str) -> None:
-    """Raise MissingDependency (one line, exit 2) unless TensorRT and a CUDA GPU are both here."""
-    missing = missing_pieces()
+def require_to_run(flavour: Flavour, purpose: str) -> None:
+    """Raise MissingDependency (one line, exit 2) unless the plan's TensorRT and a CUDA GPU are both here."""
+    missing = missing_to_run(flavour)
     if missing:
-        raise MissingDependency(f"{purpose} needs TensorRT and an NVIDIA GPU; missing here: {' and '.join(missing)}. "
-                                f"Install with {INSTALL_HINT}")
-
-
-def tensorrt_import_error(exc: ImportError) -> MissingDependency:
-    return MissingDependency(f"TensorRT is installed but does not import ({exc}); reinstall with {INSTALL_HINT}")
+        install = "" if flavour.installed() else f". Install with {flavour.install} on a machine with an NVIDIA GPU"
+        raise MissingDependency(f"{purpose} needs {flavour.title} and an NVIDIA GPU; missing here: "
+                                f"{' and '.join(missing)}{install}")

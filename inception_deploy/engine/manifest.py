@@ -1,9 +1,10 @@
 """The manifest written beside every plan, and the checks that read it (stage: build-engine, runtime).
 
-A TensorRT plan runs only under the TensorRT version and on the GPU it was built for. The
+A TensorRT plan runs only under the builder version it was built by, and on the GPU it was
+built for (TensorRT 10/11) or one of the compute capabilities it targets (TensorRT-RTX). The
 manifest (`model.plan.json`) records both, with the precision, the ONNX it came from
-(sha256), the profile shapes and the per-layer precisions, so a runner can refuse a plan
-with a sentence instead of a deserialization failure.
+(sha256), the profile shapes, the truth check, the plan report and the per-layer table, so a
+runner can refuse a plan with a sentence instead of a deserialization failure.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ class EngineManifest(BaseModel):
 
     format: str = MANIFEST_FORMAT
     toolkit_version: str = __version__
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
+    builder: str = "tensorrt"  # "tensorrt" (10/11) | "tensorrt-rtx"
+    tensorrt_version: str  # the builder's version (tensorrt or tensorrt_rtx)
+    gpu_name: Optional[str] = None  # TensorRT: the GPU it was built on
+    compute_capability: Optional[str] = None  # TensorRT: that GPU's, "9.0"
+    compute_capabilities: list[str] = []  # TensorRT-RTX: the targets, "sm86", ...
     precision: str
     strongly_typed: bool = True
     onnx_path: str
@@ -43,7 +46,14 @@ class EngineManifest(BaseModel):
     lint_target: str
     build_seconds: float
     built_at: str
-    layer_precisions: dict = {}
+    layer_precisions: dict = {}  # the precision truth check, per ONNX Conv/Gemm
+    plan_report: dict = {}  # plan_report.PlanReport.to_dict(), its "layers" the per-layer table
+
+    @property
+    def targets(self) -> str:
+        if self.builder == "tensorrt-rtx":
+            return ", ".join(self.compute_capabilities)
+        return f"{self.gpu_name} (sm {self.compute_capability})"
 
 
 def manifest_path(plan: str | Path) -> Path:
@@ -70,12 +80,25 @@ def read_manifest(plan: str | Path) -> Optional[EngineManifest]:
 
 def check_runtime_compatibility(plan: str | Path, manifest: EngineManifest, plan_sha256: str,
                                 tensorrt_version: str, gpu_name: str, compute_capability: str) -> None:
-    """Refuse a plan built by another TensorRT version or for another GPU, naming both sides."""
+    """Refuse a plan built by another builder version or for another GPU, naming both sides."""
     plan = Path(plan)
     if manifest.plan_sha256 != plan_sha256:
         raise UserError(f"{manifest_path(plan)} describes another plan (sha256 differs from {plan.name}); "
                         "rebuild with `inception-deploy build-engine` or delete the stale manifest")
     same_trt = manifest.tensorrt_version == tensorrt_version
+    if manifest.builder == "tensorrt-rtx":
+        here_sm = "sm" + compute_capability.replace(".", "")
+        if same_trt and here_sm in manifest.compute_capabilities:
+            return
+        from .flavours import COMPUTE_CAPABILITIES
+
+        what = (f"TensorRT-RTX {manifest.tensorrt_version} built it, this machine has {tensorrt_version}"
+                if not same_trt else f"this GPU, {gpu_name}, is {here_sm}")
+        rebuild = (f"--compute-capability {here_sm}" if here_sm in COMPUTE_CAPABILITIES else
+                   f"--builder tensorrt` here ({here_sm} is not a TensorRT-RTX target: it needs TensorRT 10/11)")
+        raise UserError(f"{plan} is a TensorRT-RTX plan for {manifest.targets}; {what}: rebuild it with "
+                        f"`inception-deploy build-engine {manifest.onnx_path} {rebuild}"
+                        + ("`" if here_sm in COMPUTE_CAPABILITIES else ""))
     same_gpu = manifest.gpu_name == gpu_name and manifest.compute_capability == compute_capability
     if same_trt and same_gpu:
         return
