@@ -3,8 +3,9 @@ PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
 .PHONY: install browser run test
+# The rtx extra (TensorRT-RTX) builds real TensorRT plans without a GPU, so `make test` (CI) checks them.
 install:
-	$(PIP_INSTALL) -e ".[test]"
+	$(PIP_INSTALL) -e ".[test,rtx]"
 
 # Headless Chromium renders the HTML validation report in one test; that test skips
 # with its reason where Chromium cannot be installed (not root, no apt).

@@ -113,7 +113,8 @@ def _build_engines(state: PipelineState) -> None:
             state.lines.append(f"FAILED | build-engine | {exc}")
             state.lines += [f"  {line}" for line in exc.report.lines() if line.startswith("FAIL ")][:10]
             continue
-        state.lines.append(f"PASSED | build-engine | {result.plan_path.name} | {result.precision_report.summary()}")
+        truth = result.precision_report.summary().split(" | ", 1)[1]  # "precision INT8 | 58 Conv/Gemm ..."
+        state.lines.append(f"PASSED | build-engine | {result.plan_path.name} | {truth}")
         state.lines += [f"  {line}" for line in result.plan_report.lines()]
         missing = missing_to_run(plan_flavour(result.manifest))
         if missing:

@@ -20,7 +20,15 @@ def test_run_with_no_arguments_makes_and_validates_every_artifact(tmp_path, digi
     for name in names:
         assert (out / name).is_file(), name
         assert f"PASSED | {name} | top1_agreement" in result.output
-    assert "SKIPPED | build-engine | build-engine needs TensorRT and an NVIDIA GPU" in result.output
+    from inception_deploy.engine import TENSORRT_RTX
+
+    if TENSORRT_RTX.installed():  # real plans, built on this machine with their truth checks
+        for precision in ("FP16", "INT8"):
+            plan = f"googlenet-digits.{precision.lower()}.plan"
+            assert f"PASSED | build-engine | {plan} | precision {precision} |" in result.output
+            assert (out / plan).is_file() and (out / f"{plan}.json").is_file()
+    else:
+        assert "SKIPPED | build-engine | build-engine needs TensorRT-RTX, or TensorRT and an NVIDIA GPU" in result.output
     assert "FAILED" not in result.output
     report = json.loads((out / "validation" / "report.json").read_text())
     assert report["passed"] is True and report["exit_code"] == 0
