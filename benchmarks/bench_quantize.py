@@ -36,10 +36,12 @@ def fp32_model(name: str) -> Path:
     return path
 
 
-def ort_quantize_static(model_path: Path, out: Path, recipe, count: int, method: str) -> Path:
+def ort_quantize_static(model_path: Path, out: Path, recipe, count: int, method: str,
+                        extra_options: dict | None = None) -> Path:
     """onnxruntime's quantize_static on `count` synthetic images (the recipe's preprocessing and
     seed: the images our calibration gets): QDQ, per-channel, symmetric int8 weights and
-    activations. Written to a temp name first, so an interrupted run leaves no half file."""
+    activations (`extra_options` added to those). Written to a temp name first, so an
+    interrupted run leaves no half file."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from inception_deploy.data import open_dataset
@@ -59,7 +61,7 @@ def ort_quantize_static(model_path: Path, out: Path, recipe, count: int, method:
     partial = out.with_name(out.name + ".partial")
     quantize_static(str(model_path), str(partial), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate_method,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, **(extra_options or {})})
     partial.replace(out)
     return out
 

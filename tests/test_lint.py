@@ -449,6 +449,22 @@ def test_quantized_graph_output_is_a_warning():
         "dequantize; end the pair with a DequantizeLinear to return floats [qdq-pairs]"]
 
 
+def quantized_scalar_model():
+    """x * DQ(int8 scalar): onnxruntime's quantize_static writes these for Inception v3's transform_input."""
+    nodes = [helper.make_node("DequantizeLinear", ["cq", "cs", "cz"], ["c"], name="dq_c"),
+             helper.make_node("Mul", ["x", "c"], ["y"], name="mul")]
+    return make_model(nodes, [image_input()], [helper.make_tensor_value_info("y", F32, ["batch", 3, 8, 8])],
+                      [tensor("cq", np.int8(100)), tensor("cs", np.float32(0.01)), tensor("cz", np.int8(0))])
+
+
+def test_quantized_scalar_constant():
+    assert errors_of(lint_model(quantized_scalar_model(), "tensorrt-rtx")) == [
+        "error: DequantizeLinear 'dq_c': dequantizes the 0-d constant 'cq'; TensorRT-RTX's builder refuses a quantized "
+        "scalar constant (give it shape [1], or keep it float) [qdq-scalar-constant]"]
+    report = lint_model(quantized_scalar_model(), "tensorrt-11")
+    assert report and [f.rule for f in report.warnings] == ["qdq-scalar-constant"]
+
+
 def test_quantized_bias_is_rejected():
     model = quantized_bias_model()
     assert errors_of(lint_model(model)) == [
@@ -595,6 +611,7 @@ CORPUS = {
     "Concat inputs with two scales": lambda: qdq_model(concat_scales=(0.05, 0.08)),
     "quantized graph output": quantized_output_model,
     "quantized bias": quantized_bias_model,
+    "quantized scalar constant": quantized_scalar_model,
     "Q/DQ between Conv and Relu": qdq_between_conv_and_relu_model,
     "FP16 conv with FP32 bias": lambda: fp16_model(bias_dtype=np.float32),
     "FP16 output without a type": lambda: fp16_model(output_elem=TensorProto.UNDEFINED),

@@ -306,6 +306,24 @@ class QDQAveragePoolRule(NodeRule):
                                                 "runs this AveragePool in float")
 
 
+class QDQScalarConstantRule(NodeRule):
+    id = "qdq-scalar-constant"
+    description = "a DequantizeLinear of a constant dequantizes a tensor of rank >= 1"
+    op_types = frozenset({"DequantizeLinear"})
+
+    def check_node(self, view, target, node):
+        value = view.constant(input_at(node, 0))
+        if value is None or value.ndim != 0:
+            return
+        # Found by building onnxruntime quantize_static's Inception v3 graph (its transform_input
+        # scalars) with TensorRT-RTX 1.7: "Quantized constant (...) is only allowed before DQ or
+        # PLUGIN_V2 or kPLUGIN_V3 node"; the same constant with shape [1] builds. Not confirmed on
+        # TensorRT 10/11, so a warning there.
+        message = (f"dequantizes the 0-d constant '{input_at(node, 0)}'; TensorRT-RTX's builder refuses a quantized "
+                   "scalar constant (give it shape [1], or keep it float)")
+        yield (self.error if target.rtx else self.warning)(view.name(node), message)
+
+
 def _short(values: np.ndarray) -> str:
     flat = np.asarray(values).ravel()
     return f"{float(flat[0]):.6g}" if flat.size == 1 else f"[{float(flat[0]):.6g}, ...]({flat.size})"
@@ -313,4 +331,4 @@ def _short(values: np.ndarray) -> str:
 
 RULES = [QDQScaleRule(), QDQZeroPointRule(), QDQTypeRule(), QDQScaleShapeRule(), QDQPairRule(),
          QDQWeightedInputsRule(), QDQActivationPerTensorRule(), QDQWeightAxisRule(), QDQBiasRule(),
-         QDQConcatScaleRule(), QDQBetweenConvReluRule(), QDQAveragePoolRule()]
+         QDQConcatScaleRule(), QDQBetweenConvReluRule(), QDQAveragePoolRule(), QDQScalarConstantRule()]
