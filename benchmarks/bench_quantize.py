@@ -37,10 +37,10 @@ def fp32_model(name: str) -> Path:
 
 
 def ort_quantize_static(model_path: Path, out: Path, recipe, count: int, method: str,
-                        extra_options: dict | None = None) -> Path:
+                        extra_options: dict | None = None, **options) -> Path:
     """onnxruntime's quantize_static on `count` synthetic images (the recipe's preprocessing and
     seed: the images our calibration gets): QDQ, per-channel, symmetric int8 weights and
-    activations (`extra_options` added to those). Written to a temp name first, so an
+    activations (`extra_options` added to those, `options` passed on). Written to a temp name first, so an
     interrupted run leaves no half file."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -61,7 +61,8 @@ def ort_quantize_static(model_path: Path, out: Path, recipe, count: int, method:
     partial = out.with_name(out.name + ".partial")
     quantize_static(str(model_path), str(partial), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate_method,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, **(extra_options or {})})
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, **(extra_options or {})},
+                    **options)
     partial.replace(out)
     return out
 
