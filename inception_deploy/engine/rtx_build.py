@@ -78,7 +78,7 @@ class RTXHooks:
         if path.is_file():
             cache.deserialize(path.read_bytes())  # False when made elsewhere: it starts empty then
         config.set_runtime_cache(cache)
-        context = engine.create_execution_context(config)
+        context = engine.create_execution_context(runtime_config=config)
         self._caches[id(context)] = (config, cache)
         return context
 
