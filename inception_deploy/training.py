@@ -95,8 +95,9 @@ def train(recipe, progress: bool = True) -> tuple[dict, dict]:
                                                    total_steps=cfg.epochs * steps_per_epoch, pct_start=0.2)
     generator = torch.Generator().manual_seed(cfg.seed)
     started = time.perf_counter()
-    with _progress(progress) as bar:
-        task = bar.add_task(f"training {recipe.name}", total=cfg.epochs * steps_per_epoch) if bar else None
+    from .progress import ProgressBar
+
+    with ProgressBar(f"training {recipe.name}", cfg.epochs * steps_per_epoch, progress, transient=False) as bar:
         for epoch in range(cfg.epochs):
             model.train()
             order = torch.randperm(len(inputs), generator=generator)
@@ -111,8 +112,7 @@ def train(recipe, progress: bool = True) -> tuple[dict, dict]:
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                if bar:
-                    bar.update(task, advance=1, description=f"training {recipe.name} epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}")
+                bar.advance(1, f"training {recipe.name} epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}")
     model.eval()
     with torch.no_grad():
         predictions = torch.cat([model(hold_inputs[i:i + 256]).argmax(1) for i in range(0, len(hold_inputs), 256)])
@@ -136,27 +136,6 @@ def _shift(x, generator, max_shift: int = 4):
 
     dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,), generator=generator))
     return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-
-
-class _progress:
-    """A rich progress bar, or nothing when progress is off."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=False)
-        self.bar.__enter__()
-        return self.bar
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
 
 def read_training_report(weights: Path) -> dict | None:

@@ -1,9 +1,15 @@
-"""ONNX Runtime backend (stage: runtime): CPU by default, CUDA / TensorRT providers on request."""
+"""ONNX Runtime backend (stage: runtime): CPU by default, CUDA / TensorRT providers on request.
+
+`create_session` is the one place an onnxruntime.InferenceSession is made, with the options
+the project uses (quiet logs, intra-op threads, spinning, optimization level, extra graph
+outputs): the runner below, calibration, equalization, bias correction, sensitivity and the
+quantize self-check all take their sessions from it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -15,6 +21,52 @@ _PROVIDERS = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+OPTIMIZATION_LEVELS = ("disable", "basic", "all")
+
+
+def create_session(model, provider: str = "cpu", threads: int | None = None, spinning: bool = True,
+                   optimization: str = "all", extra_outputs: Iterable[str] = ()):
+    """An InferenceSession for `model` (a path, serialized bytes or an onnx.ModelProto).
+
+    threads: intra-op threads (None: ORT's default, one per core). spinning=False stops idle
+    workers from busy-waiting, for callers that keep a core busy themselves (calibration
+    folds statistics while ORT runs the next batch). extra_outputs: intermediate tensors the
+    session also returns (the model is copied; see graph_utils.with_outputs)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    extra_outputs = list(extra_outputs)
+    if extra_outputs:
+        from ..graph_utils import with_outputs
+
+        if not hasattr(model, "SerializeToString"):
+            import onnx
+
+            model = onnx.load(str(model)) if not isinstance(model, bytes) else onnx.load_from_string(model)
+        model = with_outputs(model, extra_outputs)
+    if hasattr(model, "SerializeToString"):
+        model = model.SerializeToString()
+    elif isinstance(model, Path):
+        model = str(model)
+    return ort.InferenceSession(model, sess_options=options, providers=_PROVIDERS[provider])
+
+
+def run_batched(session, inputs: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Every output of `session` on `inputs`, run `batch_size` images at a time and concatenated."""
+    names = [o.name for o in session.get_outputs()]
+    input_name = session.get_inputs()[0].name
+    chunks = [session.run(names, {input_name: inputs[i:i + batch_size]}) for i in range(0, len(inputs), batch_size)]
+    return {name: np.concatenate([c[k] for c in chunks]) for k, name in enumerate(names)}
 
 
 class OnnxRuntimeRunner(Runner):
@@ -29,20 +81,8 @@ class OnnxRuntimeRunner(Runner):
         self.session = None
 
     def activate(self) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        options.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[self.optimization]
+        self.session = create_session(self.model, self.provider, self.threads, optimization=self.optimization)
         providers = _PROVIDERS[self.provider]
-        model = str(self.model) if isinstance(self.model, Path) else self.model
-        self.session = ort.InferenceSession(model, sess_options=options, providers=providers)
         if self.provider != "cpu" and self.session.get_providers()[0] != providers[0]:
             # ORT falls back to the CPU silently; a user who asked for a GPU must know.
             raise MissingDependency(

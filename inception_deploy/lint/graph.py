@@ -12,7 +12,10 @@ from typing import Optional
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+
+from ..graph_utils import attribute, constant_value, default_opset, input_at
+
+__all__ = ["GraphView", "attribute", "describe_node", "input_at"]  # attribute, input_at: shared helpers
 
 
 def describe_node(node: onnx.NodeProto, index: int | None = None) -> str:
@@ -68,10 +71,7 @@ class GraphView:
 
     @cached_property
     def opset(self) -> int:
-        for entry in self.model.opset_import:
-            if entry.domain in ("", "ai.onnx"):
-                return entry.version
-        return 0
+        return default_opset(self.model)
 
     # --- types and shapes -------------------------------------------------------------
     @cached_property
@@ -122,39 +122,8 @@ class GraphView:
     # --- constants --------------------------------------------------------------------
     def constant(self, tensor: str) -> Optional[np.ndarray]:
         """The tensor's value when it is known before the build, else None."""
-        if not tensor:
-            return None
-        if tensor in self.initializers:
-            return numpy_helper.to_array(self.initializers[tensor])
-        node = self.producers.get(tensor)
-        if node is None:
-            return None
-        if node.op_type in ("Identity", "Cast") and node.input:
-            value = self.constant(node.input[0])
-            if value is None or node.op_type == "Identity":
-                return value
-            to = onnx.helper.get_attribute_value(next(a for a in node.attribute if a.name == "to"))
-            return value.astype(onnx.helper.tensor_dtype_to_np_dtype(to))
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    return numpy_helper.to_array(attr.t)
-                if attr.name in ("value_float", "value_int", "value_floats", "value_ints"):
-                    return np.array(onnx.helper.get_attribute_value(attr))
-        return None
+        return constant_value(tensor, self.initializers, self.producers)
 
     def is_constant(self, tensor: str) -> bool:
         return self.constant(tensor) is not None
 
-
-def attribute(node: onnx.NodeProto, name: str, default=None):
-    for attr in node.attribute:
-        if attr.name == name:
-            value = onnx.helper.get_attribute_value(attr)
-            return value.decode() if isinstance(value, bytes) else value
-    return default
-
-
-def input_at(node: onnx.NodeProto, index: int) -> str:
-    """The node's input name at `index`, '' when absent (optional inputs)."""
-    return node.input[index] if len(node.input) > index else ""
