@@ -58,9 +58,10 @@ class BenchmarkResult:
 def _input_spec(model_path: Path):
     import onnx
 
-    from .onnx_reader import first_graph_input, read_onnx
+    from .artifact import load_onnx
+    from .onnx_reader import first_graph_input
 
-    model = read_onnx(model_path)  # truncated files and graphs without inputs are one line here
+    model = load_onnx(model_path, missing="model not found: {path}", load_external_data=False).model
     graph_input = first_graph_input(model)
     dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
     dtype = onnx.helper.tensor_dtype_to_np_dtype(graph_input.type.tensor_type.elem_type)
@@ -98,10 +99,10 @@ def benchmark(model, backend: str = "ort-cpu", batches: Sequence[int] = (1, 8, 3
     rng = np.random.default_rng(0)
     if backend == "torch":
         from .backends.torch_backend import TorchRunner
-        from .recipes import load_recipe
+        from .recipes import resolve_recipe
         from .reference import load_reference
 
-        recipe = load_recipe(recipe or model)
+        recipe = resolve_recipe(recipe or model)
         reference = load_reference(recipe, weights, progress=False)
         shape, dtype = [None, 3, *recipe.input_hw], np.float32
         runner = TorchRunner(reference.module, recipe.export.input_name, [recipe.export.output_name])

@@ -20,14 +20,13 @@ import numpy as np
 
 from .compare import OutputComparison, compare_runners
 from .errors import NonFiniteOutput, ParityFailure, UserError
-from .fileio import atomic_path, check_writable, scratch_dir
-from .manifest import new_manifest, read_manifest, write_manifest
-from .recipes import Recipe, load_recipe
+from .fileio import check_writable, scratch_dir
+from .manifest import new_manifest
+from .recipes import Recipe, resolve_recipe
 from .reference import Reference, load_reference
 
 log = logging.getLogger(__name__)
 
-TWO_GB = 2 * 1024**3
 # Export parity: max |ORT - torch| <= REL * max |logit| + ABS, and top-1 agreement 100%.
 PARITY_REL, PARITY_ABS = 1e-5, 1e-6
 PARITY_BATCHES = (1, 7)  # batch 7 goes through the dynamic axis at a size never traced
@@ -46,10 +45,16 @@ class ExportResult:
 def export_onnx(recipe: Recipe | str, weights: Optional[str | Path] = None, output_dir: str | Path = "out",
                 output: Optional[str | Path] = None, trust_checkpoint: bool = False, keep_aux: Optional[bool] = None,
                 opset: Optional[int] = None, progress: bool = True, reference: Optional[Reference] = None) -> ExportResult:
-    """Export the recipe's model with `weights` to `output` (default OUTPUT_DIR/<recipe>.onnx)."""
-    recipe = load_recipe(recipe) if isinstance(recipe, (str, Path)) else recipe
-    if keep_aux is not None or opset is not None:
-        recipe = recipe.model_copy(update={"export": _export_options(recipe, keep_aux, opset)})
+    """Export the recipe's model with `weights` to `output` (default OUTPUT_DIR/<recipe>.onnx).
+
+    keep_aux, opset: override the recipe's export section (None: the recipe's), validated like
+    the recipe. reference: an already loaded PyTorch reference (`run` passes the one it holds),
+    else loaded here."""
+    from .artifact import save_onnx
+
+    recipe = resolve_recipe(recipe).with_overrides(
+        {"export.keep_aux": keep_aux, "export.opset": opset}, {"export.keep_aux": "--keep-aux", "export.opset": "--opset"},
+        hints={"export.opset": "ONNX opsets 13-21 are supported; 17 is the default"})
     target = Path(output) if output is not None else Path(output_dir) / f"{recipe.name}.onnx"
     check_writable(target)  # before the work, not after it
     if reference is None:
@@ -60,32 +65,18 @@ def export_onnx(recipe: Recipe | str, weights: Optional[str | Path] = None, outp
     with scratch_dir("export") as scratch:
         traced = scratch / "traced.onnx"
         _torch_export(module, recipe, output_names, traced)
-        model = _finish(traced, recipe, reference, output_names)
-        with atomic_path(target) as tmp:
-            _save(model, tmp)
+        model, manifest = _finish(traced, recipe, reference, output_names)
+        parity = {}
+
+        def verify(written: Path) -> None:
             try:
-                parity = check_parity(tmp, module, recipe, output_names)
+                parity.update(check_parity(written, module, recipe, output_names))
             except NonFiniteOutput as exc:
                 raise NonFiniteOutput(f"{reference.weights}: export parity (PyTorch vs ONNX Runtime): {exc}") from None
+
+        save_onnx(model, target, manifest, what="the exported graph", full_check=True, verify=verify)
     log.info("exported %s", target)
-    return ExportResult(target, recipe, reference, output_names, parity, read_manifest(model))
-
-
-def _export_options(recipe: Recipe, keep_aux: Optional[bool], opset: Optional[int]):
-    """The recipe's export section with the command-line overrides, validated like the recipe
-    (model_copy alone would let --opset 7 past the recipe's 13-21 range)."""
-    from pydantic import ValidationError
-
-    from .recipes import ExportSection
-
-    update = {k: v for k, v in (("keep_aux", keep_aux), ("opset", opset)) if v is not None}
-    try:
-        return ExportSection.model_validate({**recipe.export.model_dump(), **update})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        option = "--opset" if error["loc"][:1] == ("opset",) else "--keep-aux"
-        raise UserError(f"{option} {update.get(error['loc'][0], '')}: {error['msg'].lower()} "
-                        "(ONNX opsets 13-21 are supported; 17 is the default)") from None
+    return ExportResult(target, recipe, reference, output_names, parity, manifest)
 
 
 def _torch_export(module, recipe: Recipe, output_names: list[str], path: Path) -> None:
@@ -120,24 +111,8 @@ def _finish(path: Path, recipe: Recipe, reference: Reference, output_names: list
         weights_kind=reference.kind, opset=opset, outputs=output_names, keep_aux=recipe.export.keep_aux,
         input_name=recipe.export.input_name, training=reference.info.get("training"),
     )
-    write_manifest(model, manifest)
     model.producer_name = "inception-deploy"
-    return model
-
-
-def _save(model, path: Path) -> None:
-    import onnx
-
-    if model.ByteSize() > TWO_GB - (64 << 20):
-        # Protobuf cannot hold more than 2 GB: weights go to a file beside the graph.
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name.lstrip(".").split(".")[0] + ".onnx.data")
-    else:
-        onnx.save_model(model, str(path))
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise UserError(f"the exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
+    return model, manifest
 
 
 def parity_inputs(recipe: Recipe, count: int) -> np.ndarray:

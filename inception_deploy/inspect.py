@@ -139,18 +139,17 @@ def inspect_model(path: str | Path, input_shape: Optional[Sequence[int]] = None)
     """Inspect an ONNX graph (file). input_shape fixes the input (default: batch 1, the graph's own size)."""
     import onnx
 
+    from .artifact import load_onnx
     from .engine.graph_precision import classify_graph
-    from .manifest import read_manifest
-    from .onnx_reader import first_graph_input, read_onnx
-    from .validate.layerwise import module_path
+    from .onnx_reader import first_graph_input
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model not found: {path}")
     if path.suffix != ".onnx":
         raise UserError(f"{path}: inspect reads ONNX graphs (.onnx); for a TensorRT plan see its manifest {path.name}.json")
-    model = read_onnx(path)  # structure-checked: inputs, cycles, initializer data matching its shape
-    manifest = read_manifest(model)
+    artifact = load_onnx(path, missing="model not found: {path}")  # structure-checked (onnx_reader)
+    model, manifest = artifact.model, artifact.manifest
     shape = _fixed_input_shape(model, input_shape, manifest)
 
     # Shape inference on a copy whose input has fixed dims (the graph's own dims stay untouched).
@@ -162,50 +161,12 @@ def inspect_model(path: str | Path, input_shape: Optional[Sequence[int]] = None)
     inferred = onnx.shape_inference.infer_shapes(sized, data_prop=True)
     shapes = {vi.name: _dims(vi) for vi in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
     initializers = {init.name: init for init in model.graph.initializer}
-    producers = {out: node for node in model.graph.node for out in node.output}
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
 
-    def source_initializer(tensor: str):
-        """The initializer behind a weight input, looking through DQ / Cast / Identity."""
-        seen = 0
-        while tensor not in initializers and tensor in producers and seen < 4:
-            node = producers[tensor]
-            if node.op_type not in _PASS_THROUGH or not node.input:
-                return None
-            tensor, seen = node.input[0], seen + 1
-        return initializers.get(tensor)
-
     graph_precision = classify_graph(model)
     spec_blocks = _known_blocks()
-    layers: list[LayerCost] = []
-    counted: set[str] = set()
-    for index, node in enumerate(model.graph.node):
-        if node.op_type not in COMPUTE_OPS:
-            continue
-        out_shape = shapes.get(node.output[0], [])
-        weight_shape = shapes.get(node.input[1], []) if len(node.input) > 1 else []
-        macs = 0
-        if all(isinstance(d, int) for d in out_shape + weight_shape) and out_shape and weight_shape:
-            out_elems = int(np.prod(out_shape, dtype=np.int64))
-            if node.op_type in ("Conv", "ConvTranspose"):
-                macs = out_elems * int(np.prod(weight_shape[1:], dtype=np.int64))
-            elif node.op_type == "Gemm":
-                trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-                macs = out_elems * int(weight_shape[1] if trans_b else weight_shape[0])
-            else:  # MatMul: K is the second-last dim of B
-                macs = out_elems * int(weight_shape[-2] if len(weight_shape) > 1 else weight_shape[0])
-        params = 0
-        for tensor in node.input[1:]:
-            init = source_initializer(tensor) if tensor else None
-            if init is not None and init.name not in counted:
-                counted.add(init.name)
-                params += int(np.prod(init.dims, dtype=np.int64))
-        name = node.name or f"{node.op_type}#{index}"
-        module = module_path(node.name) if node.name else name
-        layers.append(LayerCost(name, module, node.op_type, _block_of(module, spec_blocks), macs, params,
-                                graph_precision.node_precisions.get(name, "FP32"), weight_shape))
-
+    layers = _layer_costs(model, shapes, graph_precision.node_precisions, spec_blocks)
     blocks: dict[str, BlockCost] = {}
     for layer in layers:
         block = blocks.setdefault(layer.block, BlockCost(layer.block, 0, 0, 0))
@@ -228,6 +189,39 @@ def inspect_model(path: str | Path, input_shape: Optional[Sequence[int]] = None)
         macs=sum(layer.macs for layer in layers), input_shape=shape, precision=graph_precision.kind,
         layers=layers, blocks=ordered, architecture=architecture, manifest=manifest,
     )
+
+
+def _layer_costs(model, shapes: dict, precisions: dict, spec_blocks: dict) -> list[LayerCost]:
+    """MACs, parameters (each initializer counted once) and precision of every compute layer."""
+    from .graph_utils import attribute, module_path, source_initializer
+
+    layers: list[LayerCost] = []
+    counted: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if node.op_type not in COMPUTE_OPS:
+            continue
+        out_shape = shapes.get(node.output[0], [])
+        weight_shape = shapes.get(node.input[1], []) if len(node.input) > 1 else []
+        macs = 0
+        if all(isinstance(d, int) for d in out_shape + weight_shape) and out_shape and weight_shape:
+            out_elems = int(np.prod(out_shape, dtype=np.int64))
+            if node.op_type in ("Conv", "ConvTranspose"):
+                macs = out_elems * int(np.prod(weight_shape[1:], dtype=np.int64))
+            elif node.op_type == "Gemm":
+                macs = out_elems * int(weight_shape[1] if attribute(node, "transB", 0) else weight_shape[0])
+            else:  # MatMul: K is the second-last dim of B
+                macs = out_elems * int(weight_shape[-2] if len(weight_shape) > 1 else weight_shape[0])
+        params = 0
+        for tensor in node.input[1:]:
+            init = source_initializer(model, tensor, _PASS_THROUGH, max_steps=4) if tensor else None
+            if init is not None and init.name not in counted:
+                counted.add(init.name)
+                params += int(np.prod(init.dims, dtype=np.int64))
+        name = node.name or f"{node.op_type}#{index}"
+        module = module_path(node.name) if node.name else name
+        layers.append(LayerCost(name, module, node.op_type, _block_of(module, spec_blocks), macs, params,
+                                precisions.get(name, "FP32"), weight_shape))
+    return layers
 
 
 def _known_blocks() -> dict[str, tuple[str, ...]]:

@@ -1,9 +1,10 @@
 """Artifact manifests (stage: all): what made an artifact, carried inside it.
 
-ONNX artifacts carry the manifest as JSON in `metadata_props` under one key; other
-artifacts (plans, calibration caches, reports) carry it in a JSON file beside them.
-Each stage copies its input's manifest, appends itself to `history` and records the
-sha256 of what it read, so an artifact can always say where it came from.
+ONNX artifacts carry the manifest as JSON in `metadata_props` under one key (read and
+written here, used by artifact.load_onnx / save_onnx); plans carry theirs in a JSON file
+beside them (engine/manifest.py). Each stage copies its
+input's manifest, appends itself to `history` and records the sha256 of what it read, so an
+artifact can always say where it came from.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def add_stage(manifest: dict, stage: str, inputs: Optional[dict] = None, **detai
     return updated
 
 
-def read_manifest(model) -> Optional[dict]:
+def read_onnx_manifest(model) -> Optional[dict]:
     """The manifest of an onnx.ModelProto, or None for a graph made elsewhere."""
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
@@ -65,7 +66,7 @@ def read_manifest(model) -> Optional[dict]:
     return None
 
 
-def write_manifest(model, manifest: dict) -> None:
+def write_onnx_manifest(model, manifest: dict) -> None:
     """Store `manifest` in an onnx.ModelProto's metadata_props (replacing an older one)."""
     kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
     del model.metadata_props[:]
@@ -75,30 +76,15 @@ def write_manifest(model, manifest: dict) -> None:
     entry.value = json.dumps(manifest, sort_keys=True)
 
 
-def recipe_for_artifact(recipe, manifest: Optional[dict], path):
-    """The recipe to process an artifact with: the caller's (a Recipe, a bundled name or a
-    file), else the one its manifest names; either must agree with the preprocessing the
-    manifest records. None when neither is given."""
-    from .recipes import Recipe, load_recipe
-
-    if recipe is None:
-        recipe = (manifest or {}).get("recipe")
-        if not recipe:
-            return None
-    if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe)
-    check_preprocessing(manifest, recipe, str(path))
-    return recipe
-
-
 def check_preprocessing(manifest: Optional[dict], recipe, what: str) -> None:
     """Refuse an artifact whose recorded preprocessing contradicts the recipe in use."""
+    from .recipes import preprocessing_difference
+
     if manifest is None or recipe is None or manifest.get("preprocessing") is None:
         return
     recorded, current = manifest["preprocessing"], recipe.preprocessing_dict()
-    differing = [k for k in sorted(set(recorded) | set(current)) if recorded.get(k) != current.get(k)]
-    if differing:
-        key = differing[0]
+    key = preprocessing_difference(recorded, current)
+    if key is not None:
         raise UserError(
             f"{what} was made with preprocessing.{key}={recorded.get(key)!r} but recipe '{recipe.name}' says "
             f"{current.get(key)!r}; use the recipe the artifact was made with"

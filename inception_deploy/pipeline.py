@@ -2,7 +2,9 @@
 
 Each stage is a function from the pipeline's state (recipe, reference, artifacts so far)
 to new artifacts; the pipeline only sequences them and reports. A stage raises on
-failure, so a pipeline that returns has passed every check it ran.
+failure, so a pipeline that returns has passed every check it ran. What a stage made is
+handed on, not made again: the PyTorch reference loaded for export is the one validate
+compares with, and the FP32 export is the graph layer-wise validation reads.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .recipes import Recipe, load_recipe
+from .recipes import Recipe, resolve_recipe
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,10 @@ def _quantize(precision: str):
     def stage(state: PipelineState) -> None:
         from .precision import quantize_onnx
 
+        if not getattr(state.recipe.precision, precision).enabled:
+            state.lines.append(f"SKIPPED | quantize {precision} | precision.{precision}.enabled is false in recipe "
+                               f"'{state.recipe.name}'")
+            return
         source = state.artifacts.get("optimized", state.artifacts["fp32"])
         result = quantize_onnx(source, recipe=state.recipe, precision=precision, progress=state.progress)
         state.artifacts[precision] = result.path
@@ -129,9 +135,9 @@ def _validate(state: PipelineState) -> None:
     from .validate import validate
 
     targets = list(state.artifacts.values())
-    report = validate(state.recipe, weights=state.weights, targets=targets,
+    report = validate(state.recipe, reference=state.reference, targets=targets,
                       output_dir=state.output_dir / "validation", progress=state.progress,
-                      trust_checkpoint=state.trust_checkpoint)
+                      fp32_onnx=state.artifacts.get("fp32"))
     state.lines += report.lines()
     state.lines.append(f"reports: {state.output_dir / 'validation'}")
     state.exit_code = max(state.exit_code, report.exit_code)
@@ -151,7 +157,7 @@ STAGES: list[tuple[str, Callable[[PipelineState], None]]] = [
 def run_pipeline(recipe: Recipe | str = "googlenet-digits", weights: Optional[str] = None,
                  output_dir: str | Path = "out", trust_checkpoint: bool = False, progress: bool = True,
                  echo: Callable[[str], None] = print) -> PipelineState:
-    recipe = load_recipe(recipe) if isinstance(recipe, (str, Path)) else recipe
+    recipe = resolve_recipe(recipe)
     state = PipelineState(recipe, weights, Path(output_dir), trust_checkpoint, progress)
     for name, stage in STAGES:
         started = time.perf_counter()

@@ -3,6 +3,11 @@
 A recipe names the model, its input and preprocessing, and holds one section per later
 stage (passes, calibration, precision, tolerances, engine). Unknown keys and wrong types
 are errors that give the key path and, for a misspelt key, the closest known one.
+
+Every stage resolves its recipe once, at its entry, with `resolve_recipe` (the caller's
+recipe, else the one the artifact's manifest names, else a fallback such as one built from
+command-line flags), applies the user's flags with `Recipe.with_overrides` (validated by the
+same schema), and hands the resolved Recipe to everything below it.
 """
 
 from __future__ import annotations
@@ -15,10 +20,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
+from .precision.calibrators import METHODS as CALIBRATION_METHODS
 
 # Bundled recipes live in the repository's top-level recipes/ folder (the package is
 # installed in editable mode by the README's set-up).
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "recipes"
+# The optimize stage's pass order when a recipe names none (passes/__init__.py runs them):
+# cheap removals first, so folds see plain Conv -> BN pairs; aux heads last, so the check of
+# every earlier pass covers them too.
+DEFAULT_PASSES = ("eliminate-dropout-identity", "fold-batchnorm", "fold-constants", "fuse-pad", "flatten-concat",
+                  "strip-aux-heads")
 
 
 class _Section(BaseModel):
@@ -79,11 +90,10 @@ class ExportSection(_Section):
     output_name: str = "logits"
     keep_aux: bool = False
     dynamic_batch: bool = True
-    batch: BatchRange = BatchRange()
 
 
 class CalibrationSection(_Section):
-    method: Literal["max", "percentile", "entropy", "mse"] = "entropy"
+    method: Literal[CALIBRATION_METHODS] = "entropy"  # the calibrator registry's names (precision/calibrators/)
     # 99.999, not 99.99: on the digits GoogLeNet 99.99 clips activations of held-out images that the
     # 256 calibration images never reach (max abs logit error 1.0 vs 0.15; calibration/README.md).
     percentile: float = Field(99.999, gt=0, le=100)
@@ -105,8 +115,7 @@ class ExclusionRule(_Section):
 
 
 class Int8Section(_Section):
-    enabled: bool = True
-    per_channel: bool = True
+    enabled: bool = Field(True, description="`run` makes the INT8 graph (and its engine)")
     unsigned_activations: bool = False
     bias_correction: bool = Field(True, description="fold the mean output shift int8 rounding causes into float biases, "
                                                     "measured layer by layer on the calibration images")
@@ -121,7 +130,7 @@ class Int8Section(_Section):
 
 
 class Fp16Section(_Section):
-    enabled: bool = True
+    enabled: bool = Field(True, description="`run` makes the FP16 graph (and its engine)")
     keep_io_types: bool = True
     range_margin: float = Field(0.5, gt=0, le=1, description="keep FP32 where |x| exceeds this fraction of FP16 max")
     keep_fp32_ops: list[str] = []
@@ -180,8 +189,7 @@ class Recipe(_Section):
     model: ModelSection
     preprocessing: PreprocessingSection
     export: ExportSection = ExportSection()
-    passes: list[str] = ["eliminate-dropout-identity", "fold-batchnorm", "fold-constants", "fuse-pad",
-                         "flatten-concat", "strip-aux-heads"]
+    passes: list[str] = list(DEFAULT_PASSES)
     calibration: CalibrationSection = CalibrationSection()
     precision: PrecisionSection = PrecisionSection()
     tolerances: TolerancesSection = TolerancesSection()
@@ -189,6 +197,8 @@ class Recipe(_Section):
     training: Optional[TrainingSection] = None
     data: DataSection = DataSection()
     source: Optional[str] = Field(None, exclude=True, description="the file it was loaded from")
+    overrides: dict[str, Any] = Field(default_factory=dict, exclude=True,
+                                      description="dotted key -> value the user's flags set (with_overrides)")
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -198,7 +208,65 @@ class Recipe(_Section):
         return self.preprocessing.model_dump(mode="json")
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json", exclude={"source"})
+        return self.model_dump(mode="json", exclude={"source", "overrides"})
+
+    def with_overrides(self, values: dict[str, Any], flags: Optional[dict[str, str]] = None,
+                       hints: Optional[dict[str, str]] = None) -> "Recipe":
+        """A copy with dotted keys set ('calibration.count': 512), validated by the schema like
+        the YAML is; None values are left out (a flag not given). `flags` names the option each
+        key came from and `hints` what to give instead, for the error line ("--opset 7: input
+        should be greater than or equal to 13 (...)"). The copy records what it overrode in
+        `overrides`."""
+        given = {key: value for key, value in values.items() if value is not None}
+        if not given:
+            return self
+        raw = self.to_dict()
+        for key, value in given.items():
+            section = raw
+            *parents, last = key.split(".")
+            for part in parents:
+                section = section[part]
+            if last not in section:
+                raise KeyError(f"no recipe key '{key}'")
+            section[last] = value
+        try:
+            recipe = Recipe.model_validate(raw)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            key = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            hint = f" ({hints[key]})" if hints and key in hints else ""
+            if flags and key in flags:
+                raise UserError(f"{flags[key]} {given.get(key, '')}: {message[:1].lower()}{message[1:]}{hint}") from None
+            raise UserError(f"key '{key}': {message} (got {_short(error.get('input'))}){hint}") from None
+        recipe.source, recipe.overrides = self.source, {**self.overrides, **given}
+        return recipe
+
+
+def preprocessing_difference(recorded: dict, current: dict) -> Optional[str]:
+    """The first preprocessing key (sorted) whose value differs between two preprocessing
+    dicts, None when they agree (missing keys count as None)."""
+    differing = [k for k in sorted(set(recorded) | set(current)) if recorded.get(k) != current.get(k)]
+    return differing[0] if differing else None
+
+
+def resolve_recipe(recipe=None, manifest: Optional[dict] = None, what: str = "the artifact",
+                   fallback=None) -> Optional[Recipe]:
+    """The recipe a stage runs with, resolved once at its entry: the caller's (a Recipe, a
+    bundled name or a YAML path), else the one the artifact's manifest names, else `fallback`
+    (e.g. a recipe made from command-line flags). Whichever it is must agree with the
+    preprocessing the manifest records (refused with both values named). None when there is
+    none at all."""
+    from .manifest import check_preprocessing
+
+    if recipe is None:
+        recipe = (manifest or {}).get("recipe") or fallback
+        if recipe is None:
+            return None
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    check_preprocessing(manifest, recipe, str(what))
+    return recipe
 
 
 def bundled_names() -> list[str]:
@@ -332,4 +400,4 @@ def _known_keys(loc: list[str]) -> list[str]:
                 break
         else:
             return []
-    return sorted(name for name in model.model_fields if name != "source")
+    return sorted(name for name in model.model_fields if name not in ("source", "overrides"))

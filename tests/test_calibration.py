@@ -15,8 +15,8 @@ from inception_deploy.cli import main
 from inception_deploy.errors import UserError
 from inception_deploy.precision import quantize_onnx
 from inception_deploy.precision.cache import BUNDLED_DIR, graph_sha256, read_cache, tensorrt_cache_text
-from inception_deploy.precision.calibrate import (EntropyCalibrator, MaxCalibrator, MseCalibrator,
-                                                  PercentileCalibrator, TensorStats)
+from inception_deploy.precision.calibrators import EntropyCalibrator, MaxCalibrator, MseCalibrator, PercentileCalibrator
+from inception_deploy.precision.statistics import TensorStats
 
 
 def test_histogram_merges_batches_exactly_and_keeps_a_fixed_size():

@@ -8,10 +8,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from inception_deploy.precision.calibrate import (EntropyCalibrator, MaxCalibrator, MseCalibrator,
-                                                  PercentileCalibrator, TensorStats, collect_statistics,
-                                                  derived_concats, stream_calibration_batches)
-from inception_deploy.precision.qdq import plan_quantization
+from inception_deploy.precision.calibration_set import CalibrationSet
+from inception_deploy.precision.calibrators import EntropyCalibrator, MaxCalibrator, MseCalibrator, PercentileCalibrator
+from inception_deploy.precision.collect import collect_statistics, derived_concats
+from inception_deploy.precision.placement import plan_quantization
+from inception_deploy.precision.statistics import TensorStats
 
 CALIBRATORS = (MaxCalibrator(), PercentileCalibrator(99.9), EntropyCalibrator(), MseCalibrator())
 
@@ -32,7 +33,7 @@ def test_concat_stats_derived_from_inputs_equal_measured_ones_on_the_digits_goog
     assert len(derived) == 9  # every inception block's output
 
     def collect(derive: bool) -> dict[str, TensorStats]:
-        _, batches = stream_calibration_batches(digits_recipe, "digits-train", 32, 8)
+        batches = CalibrationSet(digits_recipe, "digits-train", 32).batches(8)
         return collect_statistics(model, tensors, batches, derive_concats=derive)
 
     direct, merged = collect(False), collect(True)

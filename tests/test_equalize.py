@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from inception_deploy.precision import quantize_onnx
 from inception_deploy.precision.equalize import apply_equalization, equalization_scales, find_scalable
-from inception_deploy.precision.evaluate import run, session
+from inception_deploy.backends.onnxruntime_backend import create_session as session, run_batched as run
 
 
 def _branchy_graph(relu_reader: str = "Conv"):

@@ -7,7 +7,7 @@ import onnx
 import torch
 
 from inception_deploy.export import PARITY_ABS, PARITY_REL, export_onnx
-from inception_deploy.manifest import read_manifest
+from inception_deploy.manifest import read_onnx_manifest as read_manifest
 
 
 def _assert_parity(result):

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from inception_deploy.cli import main
 from inception_deploy.errors import ParityFailure
-from inception_deploy.manifest import read_manifest
+from inception_deploy.manifest import read_onnx_manifest as read_manifest
 from inception_deploy.passes import GraphPass, optimize_onnx, register, run_passes, unregister, PassContext
 from inception_deploy.recipes import load_recipe
 

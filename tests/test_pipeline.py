@@ -8,7 +8,7 @@ import onnx
 from click.testing import CliRunner
 
 from inception_deploy.cli import main
-from inception_deploy.manifest import read_manifest
+from inception_deploy.manifest import read_onnx_manifest as read_manifest
 
 
 def test_run_with_no_arguments_makes_and_validates_every_artifact(tmp_path, digits_weights, monkeypatch):

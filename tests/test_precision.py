@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from inception_deploy.cli import main
-from inception_deploy.manifest import read_manifest
+from inception_deploy.manifest import read_onnx_manifest as read_manifest
 from inception_deploy.precision import quantize_onnx
 from inception_deploy.recipes import recipe_from_dict
 

@@ -170,7 +170,7 @@ def test_plan_without_tensorrt_is_exit_2_before_any_work(digits_onnx, tmp_path):
 
 
 def test_manifest_preprocessing_mismatch_is_refused(digits_onnx, tmp_path):
-    from inception_deploy.manifest import read_manifest, write_manifest
+    from inception_deploy.manifest import read_onnx_manifest as read_manifest, write_onnx_manifest as write_manifest
 
     model = onnx.load(str(digits_onnx))
     manifest = read_manifest(model)

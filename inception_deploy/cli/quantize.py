@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..precision.calibrators import METHODS
 from .options import quiet_option, recipe_option, setup_logging
 
 
@@ -14,7 +15,7 @@ from .options import quiet_option, recipe_option, setup_logging
 @recipe_option
 @click.option("--calib-data", default=None, metavar="DIR|FILE", help="image folder, .npy/.npz, digits-train (default: the recipe's)")
 @click.option("--calib-count", type=int, default=None, help="images to calibrate on (default: the recipe's, 256)")
-@click.option("--calib-method", type=click.Choice(["max", "percentile", "entropy", "mse"]), default=None,
+@click.option("--calib-method", type=click.Choice(METHODS), default=None,
               help="calibrator (default: the recipe's, entropy)")
 @click.option("--calib-cache", default=None, type=click.Path(dir_okay=False),
               help="calibration cache: reused when it exists (without data), else written here")

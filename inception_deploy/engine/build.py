@@ -132,7 +132,7 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
     (same sha256) from an earlier stage, used instead of linting again. Settings not given
     come from `engine` (a recipe's engine section), else its defaults.
     """
-    from ..manifest import read_manifest as read_onnx_manifest
+    from ..manifest import read_onnx_manifest
 
     section = engine or EngineSection()
     batch = batch or section.batch

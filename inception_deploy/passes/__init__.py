@@ -18,15 +18,13 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..errors import ParityFailure, UserError
+from ..recipes import DEFAULT_PASSES as _DEFAULT_PASSES
 from .base import REGISTRY, GraphPass, PassContext, PassRecord, get_pass, op_counts, register, unregister
 from . import eliminate_dropout_identity, flatten_concat, fold_batchnorm, fold_constants, fuse_pad, strip_aux_heads  # noqa: F401,E402 - register the passes
 
 log = logging.getLogger(__name__)
 
-# The order of recipes.Recipe.passes' default: cheap removals first, so folds see plain
-# Conv -> BN pairs; aux heads last, so the check of every earlier pass covers them too.
-DEFAULT_PASSES = ["eliminate-dropout-identity", "fold-batchnorm", "fold-constants", "fuse-pad",
-                  "flatten-concat", "strip-aux-heads"]
+DEFAULT_PASSES = list(_DEFAULT_PASSES)  # the recipe schema's default (recipes.DEFAULT_PASSES says why this order)
 CHECK_MODES = ("end", "each", "off")
 
 
@@ -114,26 +112,18 @@ def _serialize(model) -> bytes:
     return ir.serde.serialize_model(model).SerializeToString()
 
 
-def _load(path: Path):
-    import onnx
-
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a bad file
-        raise UserError(f"{path}: not a readable ONNX model ({type(exc).__name__}); give an .onnx file") from None
-
-
 def _resolve_recipe(recipe, manifest, input_path: Path):
-    """(recipe or None, preprocessing or None): from the caller, else from the input's manifest."""
-    from ..manifest import recipe_for_artifact
-    from ..recipes import PreprocessingSection
+    """(recipe or None, preprocessing or None): from the caller, else from the input's manifest;
+    a graph whose manifest names a recipe that is not at hand (or changed since) is still
+    checked with the preprocessing the manifest records."""
+    from ..recipes import PreprocessingSection, resolve_recipe
 
     try:
-        recipe = recipe_for_artifact(recipe, manifest, input_path)
+        recipe = resolve_recipe(recipe, manifest, input_path)
     except UserError:
         if recipe is not None:
             raise
-        recipe = None  # the manifest's recipe is not at hand (or changed since): its preprocessing still is
+        recipe = None
     if recipe is not None:
         return recipe, recipe.preprocessing
     if manifest and manifest.get("preprocessing"):
@@ -154,42 +144,67 @@ def optimize_onnx(input_path: str | Path, output_path: Optional[str | Path] = No
     """
     import onnx_ir as ir
 
-    from ..fileio import sha256_file
-    from ..manifest import add_stage, new_manifest, read_manifest, write_manifest
-    from ..models import get_spec
+    from ..artifact import load_onnx, save_onnx
     from . import safety
 
     input_path = Path(input_path)
-    if not input_path.is_file():
-        raise UserError(f"input graph not found: {input_path}")
+    artifact = load_onnx(input_path, missing="input graph not found: {path}")
     if check not in CHECK_MODES:
         raise UserError(f"--check must be one of {', '.join(CHECK_MODES)}, not '{check}'")
     target = Path(output_path) if output_path is not None else default_output_path(input_path)
-    proto = _load(input_path)
-    manifest = read_manifest(proto)
+    proto, manifest = artifact.model, artifact.manifest
     recipe, pre = _resolve_recipe(recipe, manifest, input_path)
+    outputs_before = [o.name for o in proto.graph.output]
+    names = _pass_names(passes, recipe, keep_outputs, outputs_before, input_path)
+    ctx = _context(recipe, manifest, keep_outputs)
+    checker = None
+    if check != "off":
+        inputs = safety.make_inputs(proto, pre, data, count=check_images, where=str(input_path))
+        checker = safety.SafetyCheck(str(input_path), inputs, safety.SafetyTolerance.from_recipe(recipe))
+    model = ir.from_proto(proto)
+    counts_before = op_counts(model.graph)
+    records, comparisons = _apply(model, names, ctx, checker, check, input_path)
+    out_proto = ir.serde.serialize_model(model)
+    updated = _manifest(manifest, recipe, input_path, records, check, checker, comparisons, out_proto)
+    save_onnx(out_proto, target, updated, what="the optimized graph")
+    return OptimizeResult(
+        path=target, input_path=input_path, passes=names, records=records, counts_before=counts_before,
+        counts_after=op_counts(model.graph), outputs_before=outputs_before,
+        outputs_after=[o.name for o in out_proto.graph.output], check=check,
+        check_inputs=checker.inputs.source if checker else None, comparisons=comparisons, manifest=updated,
+        allowed={k: checker.allowed(c) for k, c in comparisons.items()} if checker else {},
+        noise_floor=dict(checker.noise_floor) if checker else {},
+    )
+
+
+def _pass_names(passes, recipe, keep_outputs, outputs_before: list[str], input_path: Path) -> list[str]:
+    """The passes to run: the caller's, else the recipe's (else the defaults); strip-aux-heads
+    added when --keep-output asks to strip the other outputs."""
     names = parse_pass_list(passes) if passes is not None else parse_pass_list(
         recipe.passes if recipe is not None else DEFAULT_PASSES, where=f"recipe '{recipe.name}' passes" if recipe else "passes")
-    outputs_before = [o.name for o in proto.graph.output]
     if keep_outputs:
-        keep_outputs = list(keep_outputs)
         unknown = [n for n in keep_outputs if n not in outputs_before]
         if unknown:
             raise UserError(f"--keep-output: {input_path} has no output '{unknown[0]}'; its outputs: {', '.join(outputs_before)}")
         if "strip-aux-heads" not in names:
             names.append("strip-aux-heads")  # --keep-output is a request to strip the rest
+    return names
+
+
+def _context(recipe, manifest, keep_outputs) -> PassContext:
+    from ..models import get_spec
 
     arch = recipe.model.arch if recipe is not None else ((manifest or {}).get("model") or {}).get("arch")
-    ctx = PassContext(
-        recipe=recipe, manifest=manifest, keep_outputs=keep_outputs,
+    return PassContext(
+        recipe=recipe, manifest=manifest, keep_outputs=list(keep_outputs) if keep_outputs else None,
         aux_output_names=get_spec(arch).aux_output_names if arch else (),
         main_output=recipe.export.output_name if recipe is not None else None,
     )
-    checker = None
-    if check != "off":
-        inputs = safety.make_inputs(proto, pre, data, count=check_images, where=str(input_path))
-        checker = safety.SafetyCheck(str(input_path), inputs, safety.Tolerance.from_recipe(recipe))
 
+
+def _apply(model, names, ctx, checker, check: str, input_path: Path):
+    """Run the passes on `model` in place with the safety check `check` asks for; returns
+    (records, final comparisons). A failed check raises ParityFailure naming the pass."""
     def check_now(name, model, record):
         results = checker.compare(_serialize(model))
         record.check = {k: checker.summary(c) for k, c in results.items()}
@@ -199,24 +214,25 @@ def optimize_onnx(input_path: str | Path, output_path: Optional[str | Path] = No
                 f"pass '{name}' changed output '{bad[0].name}': {checker.describe(bad[0])}; nothing written")
         return results
 
-    model = ir.from_proto(proto)
-    counts_before = op_counts(model.graph)
-    comparisons = {}
     if check == "each":
         state = {}
         records = run_passes(model, names, ctx, after_each=lambda n, m, r: state.update(last=check_now(n, m, r)))
-        comparisons = state.get("last") or check_now("(none)", model, PassRecord("(none)"))
-    else:
-        records = run_passes(model, names, ctx)
-        if checker is not None:
-            comparisons = checker.compare(_serialize(model))
-            bad = checker.failures(comparisons)
-            if bad:
-                culprit = _find_culprit(input_path, names, ctx, check_now)
-                raise ParityFailure(
-                    f"{culprit}changed output '{bad[0].name}': {checker.describe(bad[0])}; nothing written")
+        return records, state.get("last") or check_now("(none)", model, PassRecord("(none)"))
+    records = run_passes(model, names, ctx)
+    if checker is None:
+        return records, {}
+    comparisons = checker.compare(_serialize(model))
+    bad = checker.failures(comparisons)
+    if bad:
+        culprit = _find_culprit(input_path, names, ctx, check_now)
+        raise ParityFailure(f"{culprit}changed output '{bad[0].name}': {checker.describe(bad[0])}; nothing written")
+    return records, comparisons
 
-    out_proto = ir.serde.serialize_model(model)
+
+def _manifest(manifest, recipe, input_path: Path, records, check: str, checker, comparisons, out_proto) -> dict:
+    from ..fileio import sha256_file
+    from ..manifest import add_stage, new_manifest
+
     stage = dict(
         inputs={"onnx": str(input_path), "onnx_sha256": sha256_file(input_path)},
         passes=[r.to_dict() for r in records], check=check,
@@ -224,17 +240,7 @@ def optimize_onnx(input_path: str | Path, output_path: Optional[str | Path] = No
         check_results={k: checker.summary(c) for k, c in comparisons.items()} if checker else {},
         outputs=[o.name for o in out_proto.graph.output],
     )
-    updated = add_stage(manifest, "optimize", **stage) if manifest else new_manifest("optimize", recipe, **stage)
-    write_manifest(out_proto, updated)
-    _save(out_proto, target)
-    return OptimizeResult(
-        path=target, input_path=input_path, passes=names, records=records, counts_before=counts_before,
-        counts_after=op_counts(model.graph), outputs_before=outputs_before,
-        outputs_after=[o.name for o in out_proto.graph.output], check=check,
-        check_inputs=checker.inputs.source if checker else None, comparisons=comparisons, manifest=updated,
-        allowed={k: checker.allowed(c) for k, c in comparisons.items()} if checker else {},
-        noise_floor=dict(checker.noise_floor) if checker else {},
-    )
+    return add_stage(manifest, "optimize", **stage) if manifest else new_manifest("optimize", recipe, **stage)
 
 
 def _find_culprit(input_path: Path, names, ctx, check_now) -> str:
@@ -246,23 +252,6 @@ def _find_culprit(input_path: Path, names, ctx, check_now) -> str:
     except ParityFailure as exc:
         return str(exc).split(" changed output")[0] + " "
     return "the pass sequence " + ", ".join(names) + " "  # only the combination differs
-
-
-def _save(model_proto, target: Path) -> None:
-    import onnx
-
-    from ..fileio import atomic_path
-
-    with atomic_path(target) as tmp:
-        if model_proto.ByteSize() > 2 * 1024**3 - (64 << 20):
-            onnx.save_model(model_proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=target.name + ".data")
-        else:
-            onnx.save_model(model_proto, str(tmp))
-        try:
-            onnx.checker.check_model(str(tmp))
-        except onnx.checker.ValidationError as exc:
-            raise UserError(f"the optimized graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
 
 
 __all__ = [

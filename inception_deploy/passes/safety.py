@@ -32,12 +32,12 @@ NOISE_FACTOR = 2.0
 
 
 @dataclass
-class Tolerance:
+class SafetyTolerance:
     rel: float = 1e-5  # of max |reference output|
     abs: float = 1e-6
 
     @classmethod
-    def from_recipe(cls, recipe) -> "Tolerance":
+    def from_recipe(cls, recipe) -> "SafetyTolerance":
         if recipe is None:
             return cls()
         fp32 = recipe.tolerances.fp32
@@ -118,7 +118,7 @@ class SafetyCheck:
 
     original: str  # path of the original graph
     inputs: CheckInputs
-    tolerance: Tolerance = field(default_factory=Tolerance)
+    tolerance: SafetyTolerance = field(default_factory=SafetyTolerance)
     _reference: Optional[list[dict[str, np.ndarray]]] = None
     noise_floor: dict = field(default_factory=dict)  # output -> max |as written - ORT-optimized|
 

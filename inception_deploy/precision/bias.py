@@ -24,6 +24,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..graph_utils import attribute, constant_source, drop_unused_initializers
+
 CORRECTED_OPS = ("Conv", "Gemm")
 
 
@@ -60,9 +62,9 @@ def layer_depths(model) -> dict[str, int]:
 
 def channel_means(model, tensors: list[str], inputs: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
     """Per-channel mean of each tensor over the images (and positions), axis 1 the channel."""
-    from .evaluate import session_with_outputs
+    from ..backends.onnxruntime_backend import create_session
 
-    return _means(session_with_outputs(model, tensors), tensors, inputs, {}, batch_size)
+    return _means(create_session(model, extra_outputs=tensors), tensors, inputs, {}, batch_size)
 
 
 def _means(sess, tensors: list[str], inputs: np.ndarray, feeds: dict, batch_size: int) -> dict[str, np.ndarray]:
@@ -84,9 +86,6 @@ def _biases_as_inputs(quantized, layers: dict[str, int], channels: dict[str, int
     Returns (graph, layer -> (input name, bias now, divisor: Gemm's beta or 1))."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-
-    from ..lint.graph import attribute
-    from .qdq import constant_source
 
     working = onnx.ModelProto()
     working.CopyFrom(quantized)
@@ -121,20 +120,20 @@ def measure_bias_corrections(float_model, quantized, inputs: np.ndarray, progres
                              batch_size: int = 32) -> dict[str, np.ndarray]:
     """Layer -> the per-channel amount to subtract from its bias so that, on `inputs`, the
     mean of its output in the corrected Q/DQ graph equals the FP32 graph's. `quantized` is
-    left as it is; apply the result with qdq.correct_bias."""
-    from .calibrate import _progress
-    from .evaluate import session_with_outputs
+    left as it is; apply the result with correct_bias."""
+    from ..backends.onnxruntime_backend import create_session
+    from ..progress import track
 
     depths = layer_depths(float_model)
     outputs = {n.name: n.output[0] for n in float_model.graph.node if n.name in depths}
     reference = channel_means(float_model, list(outputs.values()), inputs, batch_size)
     channels = {layer: reference[tensor].shape[0] for layer, tensor in outputs.items()}
     working, fed = _biases_as_inputs(quantized, depths, channels)
-    sess = session_with_outputs(working, [outputs[layer] for layer in fed])
+    sess = create_session(working, extra_outputs=[outputs[layer] for layer in fed])
     feeds = {name: bias for name, bias, _ in fed.values()}
     shifts: dict[str, np.ndarray] = {}
     levels = sorted({depths[layer] for layer in fed})
-    for (level,) in _progress(iter([(d,) for d in levels]), progress, len(levels), "bias correction"):
+    for level in track(levels, "bias correction", len(levels), progress):
         layers = [layer for layer in fed if depths[layer] == level]
         measured = _means(sess, [outputs[layer] for layer in layers], inputs, feeds, batch_size)
         for layer in layers:
@@ -153,3 +152,47 @@ def bias_key(layers: list[str], excluded: list[str], unsigned: Optional[set], am
 
     return sha256_json({"int8_layers": sorted(layers), "float_layers": sorted(excluded),
                         "unsigned": sorted(unsigned or ()), "amax": {k: round(v, 9) for k, v in sorted(amax.items())}})
+
+
+def correct_bias(model, shifts: dict[str, np.ndarray]) -> list[str]:
+    """Subtract each Conv/Gemm layer's shift (measure_bias_corrections) from its float
+    bias, in place on `model` (the Q/DQ graph); a layer without a bias gets one. Biases stay
+    float (TensorRT adds them in float after the int8 convolution). Returns the layers
+    corrected."""
+    from onnx import numpy_helper
+
+    initializers = {i.name: i for i in model.graph.initializer}
+    corrected = []
+    for node in model.graph.node:
+        shift = shifts.get(node.name)
+        if node.op_type not in CORRECTED_OPS or shift is None:
+            continue
+        if len(node.input) > 2 and node.input[2]:
+            source = constant_source(model, node.input[2])
+            if source is None:
+                continue  # a bias computed at run time: leave it
+            bias = numpy_helper.to_array(initializers[source]).astype(np.float32)
+        else:
+            bias = np.zeros(shift.shape, dtype=np.float32)
+        if node.op_type == "Gemm":
+            beta = attribute(node, "beta", 1.0)
+            if beta == 0.0:
+                continue
+            shift = shift / beta
+        if bias.size == shift.size:
+            new = bias - shift.reshape(bias.shape)
+        elif bias.size == 1:  # a scalar Gemm C broadcast over the outputs
+            new = bias.reshape(-1)[0] - shift
+        else:
+            continue  # broadcast in a way a per-channel shift cannot follow
+        new = new.astype(np.float32)
+        name = f"{node.name.replace('/', '_').strip('_')}_bias_corrected"
+        tensor = numpy_helper.from_array(new, name)
+        model.graph.initializer.append(tensor)
+        initializers[name] = tensor
+        while len(node.input) < 3:
+            node.input.append("")
+        node.input[2] = name
+        corrected.append(node.name)
+    drop_unused_initializers(model)
+    return corrected

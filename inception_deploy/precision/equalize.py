@@ -28,6 +28,8 @@ from typing import Iterable
 
 import numpy as np
 
+from ..graph_utils import attribute, constant_source, consumers, drop_unused_initializers, inferred_dims
+
 # Ops between a Relu and the next Conv/Gemm that commute with a positive per-channel scale.
 PASS_THROUGH = {"Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Concat"}
 
@@ -47,22 +49,16 @@ class ScalableChannels:
 def find_scalable(model) -> list[ScalableChannels]:
     """Every Conv -> Relu pair whose channels reach only Conv/Gemm weights (group 1, constant
     weights) through PASS_THROUGH ops and never a graph output."""
-    from ..lint.graph import attribute
-    from .qdq import constant_source
-
     graph = model.graph
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for index, name in enumerate(node.input):
-            consumers.setdefault(name, []).append((node, index))
+    readers_of = consumers(model)
     outputs = {o.name for o in graph.output}
-    shapes = _shapes(model)
+    shapes = inferred_dims(model)
     channels = {name: dims[1] for name, dims in shapes.items() if len(dims) >= 2 and dims[1] > 0}
     found = []
     for node in graph.node:
         if node.op_type != "Conv" or constant_source(model, node.input[1]) is None:
             continue
-        after = consumers.get(node.output[0], [])
+        after = readers_of.get(node.output[0], [])
         if len(after) != 1 or after[0][0].op_type != "Relu" or node.output[0] in outputs:
             continue
         relu = after[0][0]
@@ -74,7 +70,7 @@ def find_scalable(model) -> list[ScalableChannels]:
             tensor, offset = stack.pop()
             item.tensors.append(tensor)
             ok = tensor not in outputs
-            for reader, index in consumers.get(tensor, []):
+            for reader, index in readers_of.get(tensor, []):
                 if reader.op_type in ("Conv", "Gemm"):
                     ok = ok and index == 0 and constant_source(model, reader.input[1]) is not None
                     ok = ok and attribute(reader, "group", 1) == 1 and not attribute(reader, "transA", 0)
@@ -98,21 +94,12 @@ def find_scalable(model) -> list[ScalableChannels]:
     return found
 
 
-def _shapes(model) -> dict[str, list[int]]:
-    """Tensor -> its dims from ONNX shape inference (0 where unknown)."""
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model)
-    return {value.name: [d.dim_value for d in value.type.tensor_type.shape.dim]
-            for value in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]}
-
-
 def channel_absmax(model, tensors: list[str], batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
     """Per-channel max |x| of each tensor over the images (one streamed ORT pass: memory does
     not grow with the number of images)."""
-    from .evaluate import session_with_outputs
+    from ..backends.onnxruntime_backend import create_session
 
-    sess = session_with_outputs(model, tensors)
+    sess = create_session(model, extra_outputs=tensors)
     input_name = sess.get_inputs()[0].name
     result: dict[str, np.ndarray] = {}
     for batch in batches:
@@ -125,7 +112,7 @@ def channel_absmax(model, tensors: list[str], batches: Iterable[np.ndarray]) -> 
 def equalization_scales(model, batches: Iterable[np.ndarray], strength: float = 0.5, max_scale: float = 16.0
                         ) -> dict[str, np.ndarray]:
     """Conv name -> per-output-channel scale s_i >= 1, from the channel ranges on `batches`."""
-    from .qdq import plan_quantization
+    from .placement import plan_quantization
 
     scalable = find_scalable(model)
     tensors = sorted({t for item in scalable for t in item.tensors})
@@ -151,9 +138,6 @@ def apply_equalization(model, scales: dict[str, np.ndarray]):
     are copied before they are changed."""
     import onnx
     from onnx import numpy_helper
-
-    from ..lint.graph import attribute
-    from .qdq import constant_source
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -205,8 +189,5 @@ def apply_equalization(model, scales: dict[str, np.ndarray]):
                 arrays[weight][window] /= scale.reshape(-1, 1)
     for name, array in arrays.items():
         initializers[name].CopyFrom(numpy_helper.from_array(array.astype(np.float32), name))
-    used = {i for n in graph.node for i in n.input}
-    kept = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    drop_unused_initializers(out)
     return out

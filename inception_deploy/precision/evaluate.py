@@ -14,38 +14,6 @@ import numpy as np
 from ..compare import OutputComparison
 
 
-def session(model, threads: Optional[int] = None):
-    """An ORT CPU session for an onnx.ModelProto, bytes or path."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    source = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model) if not isinstance(model, bytes) else model
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
-def session_with_outputs(model, tensors: list[str]):
-    """An ORT CPU session of `model` that also returns the intermediate `tensors`."""
-    import onnx
-
-    augmented = onnx.ModelProto()
-    augmented.CopyFrom(model)
-    existing = {o.name for o in augmented.graph.output}
-    for name in tensors:
-        if name not in existing:
-            augmented.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return session(augmented)
-
-
-def run(sess, inputs: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
-    names = [o.name for o in sess.get_outputs()]
-    input_name = sess.get_inputs()[0].name
-    chunks = [sess.run(names, {input_name: inputs[i:i + batch_size]}) for i in range(0, len(inputs), batch_size)]
-    return {name: np.concatenate([c[k] for c in chunks]) for k, name in enumerate(names)}
-
-
 @dataclass
 class Evaluation:
     source: str
@@ -86,7 +54,9 @@ class Evaluation:
 
 def evaluate(reference_model, candidate_model, batches: Iterable[tuple[np.ndarray, Optional[np.ndarray]]],
              source: str) -> Evaluation:
-    ref, cand = session(reference_model), session(candidate_model)
+    from ..backends.onnxruntime_backend import create_session
+
+    ref, cand = create_session(reference_model), create_session(candidate_model)
     names = [o.name for o in ref.get_outputs()]
     result = Evaluation(source, {name: OutputComparison(name) for name in names})
     ref_in, cand_in = ref.get_inputs()[0].name, cand.get_inputs()[0].name

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .evaluate import run, session
-from .qdq import insert_qdq, plan_quantization
+from ..backends.onnxruntime_backend import create_session, run_batched
+from .insert import insert_qdq
+from .placement import plan_quantization
 from .rules import KeepLayers, OnlyLayers
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,22 @@ class SensitivityReport:
                                               "weights_kept_fraction", "met", "images", "scores")}
 
 
+def probe_inputs(recipe, source: str, count: int) -> np.ndarray:
+    """The images sensitivity is measured on, in memory: a choice of its own from `source`
+    (the calibration seed + 1, so not simply the calibration images)."""
+    from ..data import choose_indices, open_dataset
+
+    dataset = open_dataset(source, recipe.preprocessing)
+    indices = choose_indices(dataset, min(count, len(dataset)), seed=recipe.calibration.seed + 1)
+    return np.concatenate([x for x, _, _ in dataset.batches(recipe.preprocessing, 64, indices)])
+
+
 def _agreement_loss(reference: np.ndarray, candidate: np.ndarray) -> float:
     return 100.0 * float(np.mean(reference.argmax(1) != candidate.argmax(1)))
 
 
 def _outputs(model, inputs: np.ndarray) -> np.ndarray:
-    sess = session(model)
-    return next(iter(run(sess, inputs).values()))
+    return next(iter(run_batched(create_session(model), inputs).values()))
 
 
 def fit_budget(model, rules: list, amax: dict, inputs: np.ndarray, budget_points: float,

@@ -7,7 +7,7 @@
 from .layerwise import LayerwiseResult, compare_layers, module_path
 from .merge import merge_reports
 from .metrics import ValidationComparison, mcnemar_pvalue, wilson_interval
-from .pipeline import validate
+from .stage import validate
 from .report import TargetResult, ValidationReport
 from .verdict import Check
 

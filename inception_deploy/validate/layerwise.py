@@ -19,34 +19,16 @@ from typing import Optional
 
 import numpy as np
 
+from ..graph_utils import module_path, with_outputs
+
+__all__ = ["LayerError", "LayerwiseResult", "compare_layers", "module_path"]
+
 # Relative error above which a layer counts as diverged, per precision. Measured on the
 # digits GoogLeNet (16 held-out images): an unchanged FP32 layer 0 to 1e-6 (same ORT kernels);
 # FP16 at most 8e-4 over all 58 layers; INT8 (per-channel weights, per-tensor
 # activations) at most 2.2e-2. A conv whose weights are off by 5% shows 4.9e-2.
 LAYER_THRESHOLDS = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1}
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
-
-
-def module_path(node_name: str) -> str:
-    """'/inception4c/branch2/branch2.1/conv/Conv' -> 'inception4c.branch2.1'.
-
-    The TorchScript exporter writes one scope per module; a child of an nn.Sequential is
-    scoped by its full relative name ('branch2.1' inside 'branch2'), so a part that
-    extends the previous one replaces it. The trailing op type, and BasicConv2d's inner
-    'conv', are dropped: the module a user recognises is the BasicConv2d.
-    """
-    parts = [p for p in node_name.split("/") if p]
-    if len(parts) <= 1:
-        return node_name
-    scopes: list[str] = []
-    for part in parts[:-1]:
-        if scopes and part.startswith(scopes[-1] + "."):
-            scopes[-1] = part
-        else:
-            scopes.append(part)
-    if len(scopes) > 1 and scopes[-1] in ("conv", "bn"):
-        scopes.pop()
-    return ".".join(scopes)
 
 
 @dataclass
@@ -106,23 +88,6 @@ class LayerwiseResult:
                    [LayerError(**layer) for layer in data["layers"]], data.get("unmatched_reference_layers", 0))
 
 
-def _with_outputs(model, tensors: list[str]):
-    """A copy of `model` whose graph also outputs `tensors` (types from shape inference)."""
-    import onnx
-
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-        types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
-    except Exception:  # noqa: BLE001 - inference is only for the element types; FLOAT is the fallback
-        types = {}
-    existing = {o.name for o in model.graph.output}
-    for name in tensors:
-        if name not in existing:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None))
-    return model
-
-
 def _compute_nodes(model) -> list:
     return [node for node in model.graph.node if node.op_type in COMPUTE_OPS and node.output]
 
@@ -130,11 +95,10 @@ def _compute_nodes(model) -> list:
 def compare_layers(reference_onnx: str | Path, target_onnx: str | Path, inputs: np.ndarray, precision: str = "fp32",
                    target_name: Optional[str] = None, threshold: Optional[float] = None) -> LayerwiseResult:
     """Compare the compute layers of two graphs on the same `inputs` (one batch)."""
-    import onnx
-
+    from ..artifact import load_onnx
     from ..backends.onnxruntime_backend import OnnxRuntimeRunner
 
-    ref_model, cand_model = onnx.load(str(reference_onnx)), onnx.load(str(target_onnx))
+    ref_model, cand_model = load_onnx(reference_onnx).model, load_onnx(target_onnx).model
     cand_by_name = {n.name: n for n in _compute_nodes(cand_model) if n.name}
     cand_by_output = {n.output[0]: n for n in _compute_nodes(cand_model)}
     pairs = []  # (reference node, reference tensor, target tensor)
@@ -150,8 +114,8 @@ def compare_layers(reference_onnx: str | Path, target_onnx: str | Path, inputs: 
                              len(inputs), unmatched=unmatched)
     if not pairs:
         return result
-    ref_graph = _with_outputs(ref_model, [p[1] for p in pairs])
-    cand_graph = _with_outputs(cand_model, [p[2] for p in pairs])
+    ref_graph = with_outputs(ref_model, [p[1] for p in pairs], infer_types=True)
+    cand_graph = with_outputs(cand_model, [p[2] for p in pairs], infer_types=True)
     del ref_model, cand_model
     with OnnxRuntimeRunner(ref_graph.SerializeToString()) as ref_runner:
         ref_out = ref_runner.infer({ref_runner.input_names[0]: inputs})

@@ -17,17 +17,17 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..engine.plan_files import PLAN_SUFFIXES
 from ..errors import UserError, about
 from ..fileio import sha256_file
-from ..manifest import check_preprocessing, library_versions, read_manifest
+from ..manifest import check_preprocessing, library_versions
 from .crops import PROTOCOLS, average_softmax, crop_batches
 from .layerwise import compare_layers
 from .metrics import ValidationComparison
 from .report import TargetResult, ValidationReport
-from .verdict import judge, onnx_precision, plan_precision
+from .verdict import judge, plan_precision
 
 ONNX_SUFFIXES = (".onnx",)
-PLAN_SUFFIXES = (".plan", ".engine")
 LAYERWISE_IMAGES = 16  # one batch is enough to locate a divergence; intermediate tensors are big
 
 
@@ -70,15 +70,12 @@ class _Target:
         if not path.is_file():
             raise UserError(f"target not found: {path}")
         if path.suffix in ONNX_SUFFIXES:
-            import onnx
+            from ..artifact import load_onnx
 
-            try:
-                model = onnx.load(str(path), load_external_data=False)
-            except Exception as exc:  # noqa: BLE001 - protobuf raises several types on garbage
-                raise UserError(f"{path}: not a readable ONNX model ({type(exc).__name__}); give an .onnx file") from None
-            self.manifest = read_manifest(model)
+            artifact = load_onnx(path, missing="target not found: {path}", load_external_data=False)
+            self.manifest = artifact.manifest
             check_preprocessing(self.manifest, recipe, str(path))
-            self.precision = onnx_precision(model)
+            self.precision = artifact.precision
             self.backend = backend
         elif path.suffix in PLAN_SUFFIXES:
             manifest_path = path.with_name(path.name + ".json")
@@ -97,18 +94,20 @@ class _Target:
 def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=None, labels=None,
              max_images: Optional[int] = None, output_dir=None, batch_size: int = 32, layerwise: bool = False,
              crops: int = 1, shard=None, progress: bool = True, backend: str = "ort-cpu",
-             trust_checkpoint: bool = False) -> ValidationReport:
+             trust_checkpoint: bool = False, fp32_onnx=None) -> ValidationReport:
     """Validate `targets` against the reference; write report.json/junit.xml/report.html to `output_dir`.
 
-    reference: an FP32 .onnx, or None for the PyTorch model from `recipe` + `weights`.
+    reference: an FP32 .onnx, an already loaded reference.Reference (the PyTorch model `run`
+    holds), or None for the PyTorch model from `recipe` + `weights`.
     data: image folder, .npy/.npz, digits-holdout, synthetic[:N] (default: the recipe's data.validation).
+    fp32_onnx: the reference's FP32 ONNX export, when one exists (layer-wise compares against
+    it instead of exporting the PyTorch model again).
     The returned report's `exit_code` is the verdict (0 pass, 1 fail); bad input raises UserError.
     """
-    from ..backends import open_runner
-    from ..recipes import load_recipe
+    from ..recipes import resolve_recipe
 
     started = time.perf_counter()
-    recipe = load_recipe(recipe) if isinstance(recipe, (str, Path)) else recipe
+    recipe = resolve_recipe(recipe)
     if not targets:
         raise UserError("no targets to validate; give --target MODEL.onnx (or a .plan), repeatable")
     if crops not in PROTOCOLS:
@@ -117,39 +116,9 @@ def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     shard = parse_shard(shard)
     checked = [_Target(Path(t), recipe, backend) for t in targets]
-    if reference is not None:
-        reference = Path(reference)
-        ref_target = _Target(reference, recipe, "ort-cpu")
-        if reference.suffix not in ONNX_SUFFIXES or ref_target.precision != "fp32":
-            raise UserError(f"--reference {reference}: the reference must be an FP32 ONNX graph "
-                            f"(this one is {ref_target.precision}); or leave it out to use PyTorch")
-
-    from ..data import choose_indices, open_dataset
-
-    source = data or recipe.data.validation
-    if source is None:
-        raise UserError(f"no validation data: give --data DIR|FILE|digits-holdout|synthetic, or set data.validation "
-                        f"in recipe '{recipe.name}'")
-    dataset = open_dataset(source, recipe.preprocessing)
-    if labels is not None:
-        dataset.labels = read_labels(labels, len(dataset))
-    indices = choose_indices(dataset, max_images or recipe.data.max_images, allow_fewer=True)
-    # Identifies the run's image list before sharding: `validate merge` refuses shards of different runs.
-    list_sha = _indices_digest(np.concatenate([[len(dataset)], indices]))
-    if shard is not None:
-        indices = indices[shard[0] - 1::shard[1]]
-
-    if reference is None:
-        from ..backends.torch_backend import TorchRunner
-        from ..reference import load_reference
-
-        ref = load_reference(recipe, weights, trust_checkpoint=trust_checkpoint, progress=progress)
-        ref_runner = TorchRunner(ref.module, recipe.export.input_name, [recipe.export.output_name])
-        ref_description = f"PyTorch {recipe.model.arch} ({ref.weights})"
-    else:
-        ref = None
-        ref_runner = open_runner(reference, "ort-cpu")
-        ref_description = f"ONNX Runtime CPU {reference}"
+    reference_onnx = _check_reference_onnx(reference, recipe)
+    source, dataset, indices, list_sha = _dataset(recipe, data, labels, max_images, shard)
+    ref, ref_runner, ref_description = _reference_runner(recipe, weights, reference, trust_checkpoint, progress)
 
     with contextlib.ExitStack() as stack:
         # Start every runner before the first batch: a missing TensorRT or GPU fails now.
@@ -160,16 +129,9 @@ def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=
         images = _run(dataset, recipe, indices, batch_size, crops, ref_runner, runners, output_pairs,
                       comparisons, progress, [t.path for t in checked])
 
-    results = []
-    names = _display_names([t.path for t in checked])
-    for target, name, outputs in zip(checked, names, comparisons):
-        tolerance = getattr(recipe.tolerances, target.precision)
-        checks = [check for c in outputs.values() for check in judge(name, c, tolerance, target.precision)]
-        results.append(TargetResult(str(target.path), name, target.precision, target.backend, target.manifest,
-                                    outputs, checks, sha256=sha256_file(target.path)))
-
+    results = _judge(checked, comparisons, recipe)
     if layerwise:
-        _layerwise(results, checked, recipe, ref, reference, dataset, indices, progress)
+        _layerwise(results, checked, recipe, ref, reference_onnx or fp32_onnx, dataset, indices)
 
     seconds = time.perf_counter() - started
     report = ValidationReport(
@@ -184,6 +146,64 @@ def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=
     if output_dir is not None:
         report.write(output_dir)
     return report
+
+
+def _judge(checked, comparisons, recipe) -> list[TargetResult]:
+    """Each target's comparisons judged by the recipe's tolerances for its precision."""
+    results = []
+    names = _display_names([t.path for t in checked])
+    for target, name, outputs in zip(checked, names, comparisons):
+        tolerance = getattr(recipe.tolerances, target.precision)
+        checks = [check for c in outputs.values() for check in judge(name, c, tolerance, target.precision)]
+        results.append(TargetResult(str(target.path), name, target.precision, target.backend, target.manifest,
+                                    outputs, checks, sha256=sha256_file(target.path)))
+    return results
+
+
+def _check_reference_onnx(reference, recipe) -> Optional[Path]:
+    """The --reference FP32 ONNX, checked like a target (None: the PyTorch model is the reference)."""
+    if reference is None or not isinstance(reference, (str, Path)):
+        return None
+    reference = Path(reference)
+    ref_target = _Target(reference, recipe, "ort-cpu")
+    if reference.suffix not in ONNX_SUFFIXES or ref_target.precision != "fp32":
+        raise UserError(f"--reference {reference}: the reference must be an FP32 ONNX graph "
+                        f"(this one is {ref_target.precision}); or leave it out to use PyTorch")
+    return reference
+
+
+def _dataset(recipe, data, labels, max_images, shard):
+    """(source, dataset, the indices to validate on: a class-balanced choice, sharded, and the
+    digest of the list before sharding: `validate merge` refuses shards of different runs)."""
+    from ..data import choose_indices, open_dataset
+
+    source = data or recipe.data.validation
+    if source is None:
+        raise UserError(f"no validation data: give --data DIR|FILE|digits-holdout|synthetic, or set data.validation "
+                        f"in recipe '{recipe.name}'")
+    dataset = open_dataset(source, recipe.preprocessing)
+    if labels is not None:
+        dataset.labels = read_labels(labels, len(dataset))
+    indices = choose_indices(dataset, max_images or recipe.data.max_images, allow_fewer=True)
+    list_sha = _indices_digest(np.concatenate([[len(dataset)], indices]))
+    if shard is not None:
+        indices = indices[shard[0] - 1::shard[1]]
+    return source, dataset, indices, list_sha
+
+
+def _reference_runner(recipe, weights, reference, trust_checkpoint: bool, progress: bool):
+    """(the loaded PyTorch reference or None, its runner, how reports name it)."""
+    from ..backends import open_runner
+    from ..backends.torch_backend import TorchRunner
+
+    if isinstance(reference, (str, Path)):
+        return None, open_runner(Path(reference), "ort-cpu"), f"ONNX Runtime CPU {reference}"
+    if reference is None:
+        from ..reference import load_reference
+
+        reference = load_reference(recipe, weights, trust_checkpoint=trust_checkpoint, progress=progress)
+    runner = TorchRunner(reference.module, recipe.export.input_name, [recipe.export.output_name])
+    return reference, runner, f"PyTorch {recipe.model.arch} ({reference.weights})"
 
 
 def _output_pairs(ref_runner, runner, path) -> list[tuple[str, str]]:
@@ -205,16 +225,14 @@ def _infer(runner, inputs: np.ndarray, batch_size: int) -> dict[str, np.ndarray]
 
 def _run(dataset, recipe, indices, batch_size, crops, ref_runner, runners, output_pairs, comparisons, progress,
          paths) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from ..progress import ProgressBar
 
     if crops == 1:
         batches = ((x, 1, y, idx) for x, y, idx in dataset.batches(recipe.preprocessing, batch_size, indices))
     else:
         batches = crop_batches(dataset, recipe.preprocessing, crops, batch_size, indices)
     done = 0
-    with Progress(TextColumn("validate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  disable=not progress, transient=True) as bar:
-        task = bar.add_task("validate", total=len(indices))
+    with ProgressBar("validate", len(indices), progress) as bar:
         for inputs, per_image, labels, idx in batches:
             ref_out = _infer(ref_runner, inputs, batch_size)
             for runner, pairs, outputs, path in zip(runners, output_pairs, comparisons, paths):
@@ -226,27 +244,28 @@ def _run(dataset, recipe, indices, batch_size, crops, ref_runner, runners, outpu
                             a, b = average_softmax(a, per_image), average_softmax(b, per_image)
                         outputs[cand_name].update(a, b.astype(np.float32, copy=False), labels)
             done += len(idx)
-            bar.update(task, advance=len(idx))
+            bar.advance(len(idx))
     if done == 0:
         raise UserError(f"{dataset.name}: no readable images to validate on")
     return done
 
 
-def _layerwise(results, checked, recipe, ref, reference, dataset, indices, progress) -> None:
-    """Compare intermediate tensors of the FP32 reference graph and each ONNX target."""
+def _layerwise(results, checked, recipe, ref, reference_onnx, dataset, indices) -> None:
+    """Compare intermediate tensors of the FP32 reference graph and each ONNX target. Without
+    an FP32 ONNX of the reference at hand, the PyTorch model is exported once, to a scratch file."""
     from ..fileio import scratch_dir
 
     with scratch_dir("layerwise") as scratch:
-        if reference is None:
+        if reference_onnx is None:
             from ..export import export_onnx
 
-            # The reference graph for layer-wise comparison is the PyTorch model exported once.
-            reference = export_onnx(recipe, output=Path(scratch) / "reference.onnx", reference=ref, progress=False).path
+            reference_onnx = export_onnx(recipe, output=scratch / "reference.onnx", reference=ref,
+                                         progress=False).path
         inputs, _, _ = next(dataset.batches(recipe.preprocessing, LAYERWISE_IMAGES, indices[:LAYERWISE_IMAGES]))
         for result, target in zip(results, checked):
             if target.path.suffix not in ONNX_SUFFIXES:
                 continue  # a TensorRT plan has no addressable intermediate tensors here
-            result.layerwise = compare_layers(reference, target.path, inputs, target.precision, result.name)
+            result.layerwise = compare_layers(reference_onnx, target.path, inputs, target.precision, result.name)
 
 
 def _display_names(paths: list[Path]) -> list[str]:

@@ -1,0 +1,257 @@
+"""INT8 (stage: quantize --int8): a pipeline of named steps over one Int8Job.
+
+    find_cache -> equalize -> calibrate -> choose_rules -> fit_budget -> insert -> bias_correct -> write_cache
+
+Each step reads and fills the job; a step with nothing to do returns at once (no cache to
+find when the user gave data, no budget to fit ...). The calibration images are one
+CalibrationSet, opened the first time a step needs it and read again from its spill file
+by the steps after. To add a step, write `def step(job: Int8Job) -> None` and put it in
+STEPS where it belongs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..errors import UserError
+from .cache import BiasCorrections, CalibrationCache, Equalization, Provenance, committed_caches
+
+SENSITIVITY_IMAGES = 256
+NO_DATA = ("no calibration data: pass --calib-data DIR|FILE.npz (or --calib-cache FILE), "
+           "or set calibration.data in recipe '{recipe}'")
+
+
+@dataclass
+class Int8Job:
+    model: object  # the FP32 input graph (onnx.ModelProto)
+    recipe: object  # resolved, with the user's flags applied (Recipe.with_overrides)
+    output_path: Path
+    calib_cache: Optional[Path] = None  # --calib-cache: reused when it exists (without data), else written
+    allow_fewer: bool = False
+    progress: bool = True
+    sensitivity_images: int = SENSITIVITY_IMAGES
+    tensors: list[str] = field(default_factory=list)  # activations to calibrate, whatever the exclusions
+    cache: Optional[CalibrationCache] = None
+    provenance: Optional[Provenance] = None
+    cache_source: Optional[Path] = None  # the file a reused or committed cache came from
+    notes: list[str] = field(default_factory=list)
+    graph: object = None  # the FP32 graph the Q/DQ go into: the input, or its equalized twin
+    scales: Optional[dict] = None  # equalization scales measured now
+    equalized: int = 0  # Conv layers rescaled
+    rules: list = field(default_factory=list)
+    sensitivity: object = None  # sensitivity.SensitivityReport
+    plan: object = None  # placement.QuantPlan
+    quantized: object = None  # the Q/DQ graph
+    corrected: list[str] = field(default_factory=list)
+    bias_measured: bool = False
+    cache_path: Optional[Path] = None  # where the cache is written (or lives, when reused)
+    tensorrt_cache_path: Optional[Path] = None
+    writes: list = field(default_factory=list)  # the cache files, written only once the graph is
+    _images: object = None
+
+    def explicit(self, key: str) -> bool:
+        """Whether the user set this recipe key by a flag (it then decides over stored caches)."""
+        return key in self.recipe.overrides
+
+    @property
+    def int8(self):
+        return self.recipe.precision.int8
+
+    @property
+    def equalization(self) -> Optional[dict]:
+        """The equalization parameters in force, None when equalization is off."""
+        if not self.int8.equalize:
+            return None
+        return {"strength": self.int8.equalize_strength, "max_scale": self.int8.equalize_max_scale}
+
+    @property
+    def unsigned(self) -> Optional[set]:
+        return self.cache.unsigned_tensors() if self.int8.unsigned_activations else None
+
+    def images(self, why: str):
+        """The calibration images (a CalibrationSet), or a UserError saying `why` they are needed."""
+        from .calibration_set import CalibrationSet
+
+        if self._images is None:
+            source = self.recipe.calibration.data
+            if source is None:
+                raise UserError(why)
+            keep = self.int8.equalize or self.int8.bias_correction  # read more than once: spill them
+            self._images = CalibrationSet(self.recipe, source, self.recipe.calibration.count, self.allow_fewer, keep)
+        return self._images
+
+    def describe(self) -> str:
+        """How the amax were obtained, in words."""
+        if self.provenance is Provenance.CALIBRATED:
+            return f"{self.recipe.calibration.method} on {self.cache.images} images of {self.recipe.calibration.data}"
+        where = f"reused {self.cache_source}" if self.provenance is Provenance.REUSED else \
+            f"committed cache {self.cache_source}"
+        return where + (" + bias corrections measured now" if self.bias_measured else "")
+
+    def close(self) -> None:
+        if self._images is not None:
+            self._images.close()
+
+
+def find_cache(job: Int8Job) -> None:
+    """Without new data: reuse the user's --calib-cache (refused, saying why, when it does not
+    fit), or else the first committed cache that fits (said so when one does not)."""
+    from .calibrators import make_calibrator
+
+    if job.explicit("calibration.data"):
+        return
+    method = job.recipe.calibration.method
+    if job.calib_cache is not None:
+        if job.calib_cache.exists():
+            cache = CalibrationCache.load(job.calib_cache)
+            asked = method if job.explicit("calibration.method") else None
+            why = cache.mismatch(job.model, job.recipe, asked, job.tensors, job.equalization)
+            if why:
+                raise UserError(f"{job.calib_cache}: cannot reuse this calibration cache: {why}; "
+                                "recalibrate with --calib-data (and a new --calib-cache path)")
+            job.cache, job.provenance, job.cache_source = cache, Provenance.REUSED, job.calib_cache
+        return
+    # A committed cache must also have the recipe's calibrator parameters (and the count, when asked).
+    params = make_calibrator(method, job.recipe.calibration).params()
+    count = job.recipe.calibration.count if job.explicit("calibration.count") else None
+    for path in committed_caches(job.recipe):
+        if not path.is_file():
+            continue
+        stored = CalibrationCache.load(path)
+        why = stored.mismatch(job.model, job.recipe, method, job.tensors, job.equalization, params, count)
+        if why is None:
+            job.cache, job.provenance, job.cache_source = stored, Provenance.COMMITTED, path
+            return
+        job.notes.append(f"recalibrating: the calibration cache {path} does not match: {why}")
+
+
+def equalize(job: Int8Job) -> None:
+    """With equalization on: the input graph with its Conv channels rescaled, by the cache's
+    scales, or by scales measured now on the calibration images (one streamed pass)."""
+    from .equalize import apply_equalization, equalization_scales
+
+    job.graph = job.model
+    params = job.equalization
+    if params is None:
+        return
+    if job.cache is None:
+        images = job.images(NO_DATA.format(recipe=job.recipe.name))
+        job.scales = equalization_scales(job.model, images.batches(job.recipe.calibration.batch_size), **params)
+        scales = job.scales
+    else:  # the amax were measured on the graph these scales make
+        scales = job.cache.equalization.arrays() if job.cache.equalization is not None else {}
+    if scales:
+        job.graph, job.equalized = apply_equalization(job.model, scales), len(scales)
+
+
+def calibrate(job: Int8Job) -> None:
+    """Without a cache: stream the calibration images once through the graph and make one. It
+    serves the input graph; the equalization scales it was measured with are stored in it."""
+    from .collect import calibrate as collect_and_calibrate
+
+    if job.cache is not None:
+        return
+    images = job.images(NO_DATA.format(recipe=job.recipe.name))
+    job.cache = collect_and_calibrate(job.graph, job.recipe, images, job.recipe.calibration.method, job.tensors,
+                                      job.progress, serves=job.model)
+    if job.scales is not None:
+        job.cache.equalization = Equalization(job.equalization,
+                                              {k: [float(v) for v in s] for k, s in sorted(job.scales.items())})
+    job.provenance = Provenance.CALIBRATED
+
+
+def choose_rules(job: Int8Job) -> None:
+    """The recipe's exclusions first (their reasons win), then TensorRT's defaults."""
+    from .rules import SmallGemm, rules_from_recipe
+
+    job.rules = [*rules_from_recipe(job.int8.exclude), SmallGemm.for_model(job.graph)]
+
+
+def fit_budget(job: Int8Job) -> None:
+    """With an accuracy budget: keep the fewest most sensitive layers float that meet it."""
+    from .sensitivity import fit_budget as fit, probe_inputs
+
+    budget = job.int8.accuracy_budget
+    if budget is None:
+        return
+    recipe = job.recipe
+    source = recipe.calibration.data or recipe.data.validation
+    if source is None:
+        raise UserError("--accuracy-budget needs images to measure on: pass --calib-data or set "
+                        f"data.validation in recipe '{recipe.name}'")
+    inputs = probe_inputs(recipe, source, job.sensitivity_images)
+    job.sensitivity, job.rules = fit(job.graph, job.rules, job.cache.amax(), inputs, budget, job.unsigned)
+
+
+def insert(job: Int8Job) -> None:
+    """Plan the Q/DQ under the rules and write them, with int8 weights."""
+    from .insert import insert_qdq
+    from .placement import plan_quantization
+
+    job.plan = plan_quantization(job.graph, job.rules)
+    job.quantized = insert_qdq(job.graph, job.plan, job.cache.amax(), job.unsigned)
+
+
+def bias_correct(job: Int8Job) -> None:
+    """Fold the mean output shift int8 rounding causes into the float biases: the cache's
+    corrections when they were measured for this plan (same int8 layers, unsigned tensors and
+    scales), else measured now, depth by depth, on the calibration images, and stored."""
+    from .bias import bias_key, correct_bias, measure_bias_corrections
+
+    if not job.int8.bias_correction:
+        return
+    amax = job.cache.amax()
+    key = bias_key(job.plan.layers, [e.node for e in job.plan.excluded], job.unsigned, amax)
+    stored = job.cache.bias_correction
+    if stored is not None and stored.key == key:
+        shifts = stored.arrays()
+    else:
+        images = job.images("bias correction needs the calibration images: the calibration cache holds corrections "
+                            "for another set of int8 layers or scales; pass --calib-data, or --no-bias-correction")
+        # A class-balanced choice by the calibration seed: the calibration images themselves
+        # when the counts are equal, a subset of them otherwise.
+        inputs = images.array(min(job.cache.images, job.int8.bias_correction_images))
+        shifts = measure_bias_corrections(job.graph, job.quantized, inputs, job.progress)
+        job.cache.bias_correction = BiasCorrections(
+            key, len(inputs), images.source, {layer: [float(v) for v in s] for layer, s in sorted(shifts.items())})
+        job.bias_measured = True
+        job.notes.append(f"bias correction measured on {len(inputs)} images of {images.source} ({len(shifts)} layers)")
+    job.corrected = correct_bias(job.quantized, shifts)
+
+
+def write_cache(job: Int8Job) -> None:
+    """The cache beside the output (or at --calib-cache), unless it is the user's own, unchanged;
+    and TensorRT's text cache, except for an equalized graph (its scales are not the FP32 file's).
+    Queued in job.writes: the stage writes them once the graph itself is written."""
+    from .result import default_cache_path
+
+    job.cache_path = path = job.calib_cache if job.calib_cache is not None else default_cache_path(job.output_path)
+    if job.provenance is not Provenance.REUSED or job.bias_measured:
+        job.writes.append(lambda: job.cache.save(path))
+    if job.equalized:
+        # Its amax belong to the equalized graph, which only lives inside the Q/DQ graph; an
+        # implicit-INT8 (TensorRT <= 10) build of the FP32 file would get wrong scales.
+        job.tensorrt_cache_path = None
+    else:
+        trt = job.tensorrt_cache_path = path.with_name(path.name.removesuffix(".json") + ".trt.txt")
+        job.writes.append(lambda: job.cache.save_tensorrt(trt))
+
+
+STEPS = (find_cache, equalize, calibrate, choose_rules, fit_budget, insert, bias_correct, write_cache)
+
+
+def quantize_int8(model, recipe, output_path: Path, calib_cache=None, allow_fewer: bool = False,
+                  progress: bool = True, sensitivity_images: int = SENSITIVITY_IMAGES) -> Int8Job:
+    """Run STEPS on `model` with a resolved `recipe`; the job holds the Q/DQ graph and the cache."""
+    from .placement import plan_quantization
+
+    job = Int8Job(model, recipe, Path(output_path), None if calib_cache is None else Path(calib_cache), allow_fewer,
+                  progress, sensitivity_images, tensors=list(plan_quantization(model).activations))
+    try:
+        for step in STEPS:
+            step(job)
+    finally:
+        job.close()
+    return job

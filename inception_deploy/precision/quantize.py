@@ -1,0 +1,162 @@
+"""The quantize stage's entry (stage: quantize): FP32 ONNX in, INT8 (Q/DQ) or FP16 ONNX out.
+
+Loads the artifact (artifact.load_onnx), resolves the recipe once and applies the user's
+flags to it (Recipe.with_overrides), runs the precision's pipeline (int8.py, fp16.py),
+compares the new graph with the FP32 one on the data at hand (evaluate.py) and writes it
+with its manifest (artifact.save_onnx).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from ..errors import UserError
+from .int8 import SENSITIVITY_IMAGES
+from .result import QuantizeResult, default_output
+
+PRECISIONS = ("int8", "fp16")
+EVAL_MAX_IMAGES = 1000
+# The quantize flags, by the recipe key each one overrides.
+FLAGS = {"calibration.data": "--calib-data", "calibration.count": "--calib-count",
+         "calibration.method": "--calib-method", "precision.int8.accuracy_budget": "--accuracy-budget",
+         "precision.int8.bias_correction": "--bias-correction", "precision.int8.equalize": "--equalize"}
+
+
+def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "int8", calib_data=None,
+                  calib_count: Optional[int] = None, calib_method: Optional[str] = None, calib_cache=None,
+                  accuracy_budget: Optional[float] = None, progress: bool = True,
+                  allow_fewer: bool = False, sensitivity_images: int = SENSITIVITY_IMAGES,
+                  bias_correction: Optional[bool] = None, equalize: Optional[bool] = None) -> QuantizeResult:
+    """FP32 ONNX -> INT8 (Q/DQ) or FP16 ONNX, compared with the FP32 graph on the data at hand.
+
+    recipe: a Recipe, a bundled name or a YAML path; None: the one the input's manifest names.
+    The calib_*, accuracy_budget, bias_correction and equalize arguments override the recipe's
+    calibration and precision.int8 keys (None: the recipe's value). `bias_correction`: subtract
+    from each Conv/Gemm's float bias the mean output shift int8 rounding causes on the
+    calibration images, measured depth by depth (bias.py; numbers in calibration/README.md).
+    `equalize`: rescale Conv output channels so each fills more of its tensor's shared int8
+    range (equalize.py). calib_cache: reused when it exists and no calib_data is given, else
+    written there."""
+    from ..artifact import load_onnx, save_onnx
+    from ..recipes import resolve_recipe
+
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision '{precision}'; choose int8 or fp16")
+    input_path = Path(input_path)
+    artifact = load_onnx(input_path, missing="{path}: no such ONNX file; pass the FP32 model from "
+                                             "`inception-deploy export` or `optimize`", require_float=True)
+    recipe = resolve_recipe(recipe, artifact.manifest, input_path)
+    if recipe is None:
+        raise UserError(f"{input_path} carries no recipe in its manifest; pass --recipe NAME|FILE")
+    recipe = recipe.with_overrides({
+        "calibration.data": None if calib_data is None else str(calib_data), "calibration.count": calib_count,
+        "calibration.method": calib_method, "precision.int8.accuracy_budget": accuracy_budget,
+        "precision.int8.bias_correction": bias_correction, "precision.int8.equalize": equalize}, FLAGS)
+    output_path = Path(output_path) if output_path is not None else default_output(input_path, precision)
+    if output_path.resolve() == input_path.resolve():
+        raise UserError(f"output {output_path} would overwrite the input; choose another -o")
+    writes = []  # calibration caches: written only beside a written graph
+    if precision == "fp16":
+        result, inputs = _fp16(artifact.model, recipe, output_path, allow_fewer, progress), {}
+        details = {"kept_fp32": [k.__dict__ for k in result.kept_fp32]}
+    else:
+        result, details, inputs, writes = _int8(artifact.model, recipe, output_path, calib_cache, allow_fewer,
+                                                progress, sensitivity_images)
+    _evaluate(result, artifact.model, recipe)
+    if result.evaluation is not None:
+        details["comparison"] = result.evaluation.summary()
+    result.manifest = _manifest(artifact, recipe, precision, inputs, details)
+    _check_finite_weights(result.model, output_path)
+    save_onnx(result.model, output_path, result.manifest, what=f"the {precision.upper()} graph")
+    _write_beside(output_path, writes)
+    result.model = None
+    return result
+
+
+def _check_finite_weights(model, output_path: Path) -> None:
+    """The last boundary before writing: every scale and weight of the new graph is finite."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    from ..finite import describe, first_non_finite
+
+    for init in model.graph.initializer:
+        if init.data_type in (1, 10, 11, 16):  # float, float16, double, bfloat16
+            found = first_non_finite(numpy_helper.to_array(init).astype(np.float32))
+            if found is not None:
+                raise UserError(f"{output_path}: not written: its initializer '{init.name}' would hold "
+                                f"{describe(found)}; the calibration statistics or weights are not finite: "
+                                "recalibrate on finite data")
+
+
+def _write_beside(graph_path: Path, writes) -> None:
+    """Calibration caches appear only with their graph: none is written before the graph is,
+    and a failure while writing them takes the graph back."""
+    try:
+        for write in writes:
+            write()
+    except BaseException:
+        graph_path.unlink(missing_ok=True)
+        raise
+
+
+def _fp16(model, recipe, output_path: Path, allow_fewer: bool, progress: bool) -> QuantizeResult:
+    from .calibration_set import CalibrationSet
+    from .fp16 import to_fp16
+
+    source = recipe.calibration.data
+    images = None if source is None else CalibrationSet(recipe, source, recipe.calibration.count, allow_fewer)
+    graph = to_fp16(model, recipe, images, progress)
+    result = QuantizeResult(output_path, "fp16", kept_fp32=graph.kept_fp32, notes=graph.notes)
+    result.model = graph.model
+    return result
+
+
+def _int8(model, recipe, output_path: Path, calib_cache, allow_fewer: bool, progress: bool,
+          sensitivity_images: int) -> tuple[QuantizeResult, dict, dict, list]:
+    from ..fileio import sha256_json
+    from .int8 import quantize_int8
+
+    job = quantize_int8(model, recipe, output_path, calib_cache, allow_fewer, progress, sensitivity_images)
+    cache = job.cache
+    result = QuantizeResult(output_path, "int8", cache_path=job.cache_path, tensorrt_cache_path=job.tensorrt_cache_path,
+                            method=cache.method, calibration=job.describe(), provenance=job.provenance,
+                            images=cache.images, excluded=job.plan.excluded, quantized_layers=len(job.plan.layers),
+                            sensitivity=job.sensitivity, notes=job.notes, bias_corrected=job.corrected,
+                            equalized=job.equalized)
+    result.model = job.quantized
+    details = {"calibration": {"method": cache.method, "params": cache.params, "data": cache.data},
+               "excluded": [e.__dict__ for e in job.plan.excluded], "bias_corrected_layers": len(job.corrected),
+               "equalized_layers": job.equalized,
+               "accuracy_budget": job.sensitivity.summary() if job.sensitivity else None}
+    return result, details, {"calibration_cache_sha256": sha256_json(cache.to_json())}, job.writes
+
+
+def _evaluate(result: QuantizeResult, model, recipe) -> None:
+    """The FP32 graph against the new one on the recipe's validation data, else the calibration data."""
+    from ..data import choose_indices, open_dataset
+    from .evaluate import evaluate
+
+    source = recipe.data.validation or recipe.calibration.data
+    if source is None:
+        return
+    dataset = open_dataset(source, recipe.preprocessing)
+    count = min(len(dataset), recipe.data.max_images or EVAL_MAX_IMAGES)
+    indices = choose_indices(dataset, count, seed=0)
+    batches = ((x, y) for x, y, _ in dataset.batches(recipe.preprocessing, 64, indices))
+    result.evaluation = evaluate(model, result.model, batches, source)
+
+
+def _manifest(artifact, recipe, precision: str, inputs: dict, details: dict) -> dict:
+    """The input's manifest (or a new one for a graph made elsewhere) with this stage appended,
+    recording the settings actually used (the recipe's sections after the user's flags)."""
+    from ..fileio import sha256_file
+    from ..manifest import add_stage, new_manifest
+
+    path = artifact.path
+    base = artifact.manifest or new_manifest("external", recipe, inputs={"model": str(path)})
+    settings = {"calibration": recipe.calibration.model_dump(mode="json"),
+                precision: getattr(recipe.precision, precision).model_dump(mode="json")}
+    return add_stage(base, "quantize", inputs={"model": str(path), "model_sha256": sha256_file(path), **inputs},
+                     precision=precision, **details, settings=settings, recipe_overrides=dict(recipe.overrides))
