@@ -222,3 +222,50 @@ def test_bias_corrections_are_measured_once_then_reused_from_the_cache(digits_op
     result = quantize_onnx(digits_opt_onnx, tmp_path / "c.int8.onnx", recipe=recipe_from_dict(raw), calib_cache=old,
                            progress=False, bias_correction=False)
     assert result.bias_corrected == [] and result.manifest["history"][-1]["bias_corrected_layers"] == 0
+
+
+def test_committed_cache_round_trips_through_the_typed_cache(tmp_path):
+    """CalibrationCache reads the committed JSON and writes it back key for key, byte for byte."""
+    from inception_deploy.precision.cache import CalibrationCache
+
+    committed = BUNDLED_DIR / "googlenet-digits.calib.json"
+    cache = CalibrationCache.load(committed)
+    assert cache.method == "entropy" and cache.images == 256 and cache.equalization is not None
+    assert len(cache.bias_correction.shifts) == 58 and len(cache.equalization.arrays()) == 57
+    assert cache.to_json() == json.loads(committed.read_text())
+    assert cache.save(tmp_path / "copy.calib.json").read_text() == committed.read_text()
+    assert tensorrt_cache_text(cache) == tensorrt_cache_text(read_cache(committed))
+
+
+def test_a_malformed_cache_is_one_line(tmp_path):
+    path = tmp_path / "bad.calib.json"
+    stored = json.loads((BUNDLED_DIR / "googlenet-digits.calib.json").read_text())
+    del stored["data"]
+    path.write_text(json.dumps(stored))
+    with pytest.raises(UserError, match=r"bad.calib.json: a calibration cache with a missing or malformed entry"):
+        read_cache(path)
+
+
+def test_calibration_set_reads_its_images_once_and_replays_them(digits_recipe):
+    """The first pass preprocesses and spills; later passes (any batch size) and subsets read
+    the same arrays back, equal to streaming the images afresh."""
+    from inception_deploy.data import choose_indices, open_dataset
+    from inception_deploy.precision.calibration_set import CalibrationSet
+
+    pre = digits_recipe.preprocessing
+    dataset = open_dataset("digits-train", pre)
+    expected = np.concatenate([x for x, _, _ in dataset.batches(pre, 32, choose_indices(dataset, 40, seed=0))])
+    with CalibrationSet(digits_recipe, "digits-train", 40, keep=True) as images:
+        first = np.concatenate(list(images.batches(16)))
+        loads = len(images.dataset.skipped), images.info.used
+        opened = images.dataset.load
+        images.dataset.load = lambda i: pytest.fail("replay decoded an image again")
+        replay = list(images.batches(7))
+        subset = images.array(10)
+        images.dataset.load = opened
+    assert np.array_equal(first, expected) and loads == (0, 40)
+    assert [len(b) for b in replay] == [7] * 5 + [5] and np.array_equal(np.concatenate(replay), expected)
+    fresh = CalibrationSet(digits_recipe, "digits-train", 40).array(10)
+    assert np.array_equal(subset, fresh)
+    subset_indices = set(choose_indices(dataset, 10, seed=0).tolist())
+    assert subset_indices <= set(choose_indices(dataset, 40, seed=0).tolist())

@@ -35,3 +35,13 @@ def test_run_with_no_arguments_makes_and_validates_every_artifact(tmp_path, digi
     # each artifact's manifest records the whole chain of stages that made it
     stages = [entry["stage"] for entry in read_manifest(onnx.load(str(out / "googlenet-digits.int8.onnx")))["history"]]
     assert stages == ["export", "optimize", "quantize"]
+
+
+def test_run_skips_a_precision_the_recipe_disables(digits_recipe, tmp_path):
+    from inception_deploy.pipeline import PipelineState, _quantize
+
+    recipe = digits_recipe.with_overrides({"precision.fp16.enabled": False})
+    state = PipelineState(recipe, None, tmp_path)
+    _quantize("fp16")(state)
+    assert "fp16" not in state.artifacts and list(tmp_path.iterdir()) == []
+    assert state.lines == ["SKIPPED | quantize fp16 | precision.fp16.enabled is false in recipe 'googlenet-digits'"]
