@@ -2,11 +2,9 @@
 
     find_cache -> equalize -> calibrate -> choose_rules -> fit_budget -> insert -> bias_correct -> write_cache
 
-Each step reads and fills the job; a step with nothing to do returns at once (no cache to
-find when the user gave data, no budget to fit ...). The calibration images are one
-CalibrationSet, opened the first time a step needs it and read again from its spill file
-by the steps after. To add a step, write `def step(job: Int8Job) -> None` and put it in
-STEPS where it belongs.
+Each step reads and fills the job and returns at once when it has nothing to do. The
+calibration images are one CalibrationSet, opened when a step first needs them and read
+back from its spill file by the steps after. A new step: `def step(job: Int8Job) -> None`, in STEPS.
 """
 
 from __future__ import annotations
@@ -89,10 +87,6 @@ class Int8Job:
         where = f"reused {self.cache_source}" if self.provenance is Provenance.REUSED else \
             f"committed cache {self.cache_source}"
         return where + (" + bias corrections measured now" if self.bias_measured else "")
-
-    def close(self) -> None:
-        if self._images is not None:
-            self._images.close()
 
 
 def find_cache(job: Int8Job) -> None:
@@ -253,5 +247,6 @@ def quantize_int8(model, recipe, output_path: Path, calib_cache=None, allow_fewe
         for step in STEPS:
             step(job)
     finally:
-        job.close()
+        if job._images is not None:
+            job._images.close()  # the spill file
     return job
