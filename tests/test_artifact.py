@@ -50,14 +50,14 @@ def test_verify_failure_leaves_nothing(tmp_path):
 
 
 def test_loader_refusals_name_the_file(tmp_path):
-    with pytest.raises(UserError, match=r"gone.onnx: no such ONNX file$"):
+    with pytest.raises(UserError, match=r"^model not found: .*gone.onnx$"):
         load_onnx(tmp_path / "gone.onnx")
     with pytest.raises(UserError, match="target not found: "):
         load_onnx(tmp_path / "gone.onnx", missing="target not found: {path}")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00not a model")
-    with pytest.raises(UserError, match=r"junk.onnx: not a readable ONNX model \(\w+\); give an .onnx file"):
-        load_onnx(junk, hint="; give an .onnx file")
+    with pytest.raises(UserError, match=r"junk.onnx: not a readable ONNX model \(\w+: truncated, or another format\)"):
+        load_onnx(junk)
 
 
 def test_external_data_must_stay_inside_the_model_folder(tmp_path):
@@ -73,7 +73,8 @@ def test_external_data_must_stay_inside_the_model_folder(tmp_path):
             entry.value = "../secret.data"
     (tmp_path / "secret.data").write_bytes(b"\x00" * 64 * 64 * 4)
     onnx.save_model(escaped, str(folder / "escaped.onnx"))
-    with pytest.raises(UserError, match=r"escaped.onnx: weight 'w' points to external data outside the model's folder"):
+    with pytest.raises(UserError, match=r"escaped.onnx: initializer 'w' points at external data '../secret.data' "
+                                        r"outside the model's folder"):
         load_onnx(folder / "escaped.onnx")
 
 

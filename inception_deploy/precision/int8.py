@@ -47,7 +47,7 @@ class Int8Job:
     cache_path: Optional[Path] = None  # where the cache is written (or lives, when reused)
     tensorrt_cache_path: Optional[Path] = None
     writes: list = field(default_factory=list)  # the cache files, written only once the graph is
-    _images: object = None
+    _images: object = None  # the CalibrationSet, opened by images()
 
     def explicit(self, key: str) -> bool:
         """Whether the user set this recipe key by a flag (it then decides over stored caches)."""
@@ -65,7 +65,7 @@ class Int8Job:
         return {"strength": self.int8.equalize_strength, "max_scale": self.int8.equalize_max_scale}
 
     @property
-    def unsigned(self) -> Optional[set]:
+    def unsigned(self) -> Optional[set]:  # tensors quantized as uint8 (an ORT-only option)
         return self.cache.unsigned_tensors() if self.int8.unsigned_activations else None
 
     def images(self, why: str):
