@@ -49,6 +49,27 @@ def preprocess(images: Sequence, pre) -> np.ndarray:
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
+def decode_image(data: bytes):
+    """Encoded image bytes (PNG, JPEG, ...) -> a decoded PIL image, as the image-folder reader
+    decodes files: fully loaded now (a truncated file fails here), and an image past PIL's
+    pixel limit refused as a decompression bomb instead of decoded. ValueError/OSError on bad bytes."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(bytes(data))) as image:
+                image.load()
+                return image.copy()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ValueError(f"refused as a decompression bomb ({exc})") from None
+        except SyntaxError as exc:  # PIL raises it for some malformed headers
+            raise ValueError(str(exc)) from None
+
+
 def to_rgb(image):
     """Any PIL image or uint8/uint16 array as an RGB PIL image (shared by preprocessing and multi-crop).
 

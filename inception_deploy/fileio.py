@@ -22,6 +22,7 @@ from typing import Iterator
 _TEMP_TAG = "idtmp"
 _STALE_FILE = re.compile(rf"^\..+\.{_TEMP_TAG}-(\d+)-[^.]+(\..*)?$")
 _STALE_SCRATCH = re.compile(r"^inception-deploy-[a-z]+-(\d+)-.+$")
+_STALE_DIR = re.compile(rf"^\..+\.{_TEMP_TAG}(?:old)?-(\d+)-[^.]+$")
 
 
 def _process_gone(pid: int) -> bool:
@@ -100,6 +101,33 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
         if created_parent:
             with contextlib.suppress(OSError):
                 final.parent.rmdir()  # only succeeds when we left it empty
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside `final`; it replaces `final` (a folder, possibly there
+    already) when the block succeeds, else it is removed. The swap is two renames, so `final`
+    is at all times either the old folder or the new one, never a half-written one."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for entry in os.scandir(final.parent):  # folders of writers killed outright
+        match = _STALE_DIR.match(entry.name)
+        if match and entry.is_dir(follow_symlinks=False) and _process_gone(int(match.group(1))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_TEMP_TAG}-{os.getpid()}-", dir=final.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a server running as another user must read it
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_TEMP_TAG}old-{os.getpid()}-", dir=final.parent))
+            os.replace(final, old / final.name)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -42,6 +42,14 @@ class ModelSection(_Section):
     num_classes: Optional[int] = Field(None, ge=1, description="None: read from the weights (1000 for random init)")
     aux_logits: Optional[bool] = Field(None, description="None: read from the weights (True for random init)")
     transform_input: bool = False
+    class_names: Optional[list[str]] = Field(None, description="one name per output class, in logit order "
+                                                               "(a served model's labels.txt)")
+
+    @model_validator(mode="after")
+    def _one_name_per_class(self) -> "ModelSection":
+        if self.class_names is not None and self.num_classes is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} names for num_classes {self.num_classes}")
+        return self
 
 
 class PreprocessingSection(_Section):

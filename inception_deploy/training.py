@@ -38,7 +38,8 @@ def training_key(recipe) -> str:
     return sha256_json({
         "code": TRAINING_CODE_VERSION,
         "torch": torch.__version__.split("+")[0],
-        "model": recipe.model.model_dump(mode="json"),
+        # Class names label the outputs, they do not change what is trained (nor the cached weights' key).
+        "model": recipe.model.model_dump(mode="json", exclude={"class_names"}),
         "preprocessing": recipe.preprocessing_dict(),
         "training": recipe.training.model_dump(mode="json"),
     })[:16]

@@ -201,6 +201,9 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
                                 targets=built.targets, plan_bytes=len(built.plan), build_seconds=build_seconds,
                                 modules=modules)
 
+    from ..serving.tensors import onnx_tensors
+
+    graph_inputs, graph_outputs = onnx_tensors(model)  # a strongly typed plan's I/O types are the graph's
     gpu_name = capability = None
     if not is_rtx:
         from .cuda_memory import gpu_identity
@@ -213,6 +216,7 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
         precision=build_precision, onnx_path=str(onnx_path), onnx_sha256=onnx_sha256,
         plan_sha256=sha256_bytes(built.plan), inputs=list(shapes),
         outputs=[v.name for v in model.graph.output], profile=shapes, workspace_mb=workspace_mb,
+        tensors={t.name: {"dtype": t.dtype, "shape": t.shape} for t in graph_inputs + graph_outputs},
         optimization_level=optimization_level, timing_cache=str(cache_path) if cache_path else None,
         lint_target=checked.target, build_seconds=round(build_seconds, 3),
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), layer_precisions=report.to_dict(),

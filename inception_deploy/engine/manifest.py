@@ -40,6 +40,8 @@ class EngineManifest(BaseModel):
     inputs: list[str] = []
     outputs: list[str] = []
     profile: dict[str, dict[str, list[int]]] = {}  # input -> {"min": [...], "opt": [...], "max": [...]}
+    # I/O name -> {"dtype": "float32", "shape": [-1, 3, 224, 224]} (-1: dynamic), what serving configs need
+    tensors: dict[str, dict] = {}
     workspace_mb: int
     optimization_level: int
     timing_cache: Optional[str] = None
