@@ -26,6 +26,7 @@ COMMAND_MODULES = {
     "quantize": "quantize",
     "build-engine": "build_engine",
     "lint": "lint",
+    "package": "package",
     "validate": "validate",
     "benchmark": "benchmark",
     "inspect": "inspect_cmd",

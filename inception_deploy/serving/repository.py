@@ -59,6 +59,14 @@ class PackageResult:
     def network(self) -> PackagedModel:
         return self.models[0]
 
+    def to_dict(self) -> dict:
+        from google.protobuf.json_format import MessageToDict
+
+        return {"repository": str(self.repository), "warnings": list(self.warnings),
+                "models": [{"name": m.name, "folder": str(m.folder), "files": m.files,
+                            "config": MessageToDict(m.config, preserving_proto_field_name=True)}
+                           for m in self.models]}
+
     def lines(self) -> list[str]:
         lines = []
         for model in self.models:
@@ -122,6 +130,8 @@ def package_triton(artifacts: Sequence, output_dir="model_repository", name: Opt
     class_names = _class_names(recipe, first)
     label_output = _label_output(first, class_names)
 
+    if with_preprocessing:  # checked before anything is written
+        _check_ensemble(first, recipe)
     repository = Path(output_dir)
     if repository.exists() and not repository.is_dir():
         raise UserError(f"{repository}: is a file, not a folder; give the model repository folder (--output-dir)")
@@ -134,9 +144,6 @@ def package_triton(artifacts: Sequence, output_dir="model_repository", name: Opt
                             label_output, class_names, recipe, version, result)
     result.models.append(model)
     if with_preprocessing:
-        if recipe is None:
-            raise UserError(f"{first.path}: --with-preprocessing applies the recipe's preprocessing, and the artifact "
-                            "names no recipe; give --recipe")
         result.models += _write_ensemble(repository, name, first, batching, kind, instances, label_output,
                                          class_names, recipe, version)
     return result
@@ -356,21 +363,28 @@ def _write_onnx(repository: Path, name: str, artifact: ServedArtifact, batching:
     return PackagedModel(name, repository / name, config, files)
 
 
+def _check_ensemble(artifact: ServedArtifact, recipe) -> None:
+    if recipe is None:
+        raise UserError(f"{artifact.path}: --with-preprocessing applies the recipe's preprocessing, and the artifact "
+                        "names no recipe; give --recipe")
+    if len(artifact.inputs) != 1:
+        raise UserError(f"{artifact.path}: --with-preprocessing feeds one image input; this graph has "
+                        f"{len(artifact.inputs)} inputs")
+    network_input = artifact.inputs[0]
+    expected = [3, *recipe.input_hw] if recipe.preprocessing.layout == "NCHW" else [*recipe.input_hw, 3]
+    if network_input.shape[1:] != expected or network_input.dtype != "float32" or not network_input.batched:
+        raise UserError(f"{artifact.path}: input '{network_input.name}' is {network_input.dtype} {network_input.shape} "
+                        f"(batch first), recipe '{recipe.name}' preprocesses to float32 [N, "
+                        f"{', '.join(map(str, expected))}]; package with the recipe the artifact was made with")
+
+
 def _write_ensemble(repository: Path, name: str, artifact: ServedArtifact, batching: Batching, kind: str,
                     instances: int, label_output: Optional[str], class_names, recipe, version: int
                     ) -> list[PackagedModel]:
     from ..fileio import atomic_dir
     from .python_models import source
 
-    if len(artifact.inputs) != 1:
-        raise UserError(f"{artifact.path}: --with-preprocessing feeds one image input; this graph has "
-                        f"{len(artifact.inputs)} inputs")
     network_input = artifact.inputs[0]
-    expected = [3, *recipe.input_hw] if recipe.preprocessing.layout == "NCHW" else [*recipe.input_hw, 3]
-    if network_input.shape[1:] != expected or network_input.dtype != "float32":
-        raise UserError(f"{artifact.path}: input '{network_input.name}' is {network_input.dtype} "
-                        f"{network_input.shape[1:]} per image, recipe '{recipe.name}' preprocesses to float32 "
-                        f"{expected}; package with the recipe the artifact was made with")
     parameters = {f"{PARAMETER_PREFIX}recipe": recipe.name,
                   f"{PARAMETER_PREFIX}preprocessing": recipe.preprocessing_dict(),
                   f"{PARAMETER_PREFIX}toolkit_version": __version__}
@@ -385,8 +399,8 @@ def _write_ensemble(repository: Path, name: str, artifact: ServedArtifact, batch
         header = [f"Encoded image bytes -> '{network_input.name}' by recipe '{recipe.name}' (inception_deploy.data."
                   "preprocess, in Triton's Python backend); needs inception-deploy in that backend's environment."]
         (folder / "config.pbtxt").write_text(config_text(config, _header([artifact], header)))
-        models.append(PackagedModel(pre_name, repository / pre_name, config, [f"{version}/model.py",
-                                    f"{version}/preprocessing.json", "config.pbtxt"]))
+        models.append(PackagedModel(pre_name, repository / pre_name, config,
+                                    ["config.pbtxt", f"{version}/model.py", f"{version}/preprocessing.json"]))
     with atomic_dir(repository / ensemble_name) as folder:
         (folder / str(version)).mkdir()  # an ensemble has no files, but Triton wants its version folder
         config = ensemble_config(ensemble_name, IMAGE_INPUT, pre_name, name, network_input, artifact.outputs,
