@@ -173,3 +173,75 @@ def test_classification_extension_names_the_classes(triton_server, held_out):
     for row, label in zip(top, labels[:4]):
         score, index, name = row[0].decode().split(":")
         assert int(index) == int(name) and float(score) > float(row[1].decode().split(":")[0])
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from inception_deploy.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_validate_through_the_endpoint_matches_the_onnx_file(triton_server, digits_onnx, protocol):
+    """The served model gets the same checks, verdicts and numbers as the graph it serves."""
+    from inception_deploy.validate import validate
+
+    endpoint = triton_server.endpoint("googlenet-digits", protocol)
+    report = validate("googlenet-digits", targets=[digits_onnx, endpoint], max_images=HELD_OUT, progress=False)
+    assert report.exit_code == 0
+    direct, served = report.targets
+    assert served.name == endpoint and served.backend == "triton" and served.precision == "fp32"
+    assert [(c.metric, c.status) for c in served.checks] == [(c.metric, c.status) for c in direct.checks]
+    for metric, value in direct.outputs["logits"].summary().items():
+        if isinstance(value, float):
+            assert served.outputs["logits"].summary()[metric] == pytest.approx(value, rel=1e-6, abs=1e-6), metric
+    assert served.manifest["recipe"] == "googlenet-digits" and served.sha256 == direct.sha256
+
+
+def test_validate_cli_gate_through_triton(triton_server, tmp_path):
+    good = _cli("validate", "--target", triton_server.endpoint("googlenet-digits"), "-n", HELD_OUT, "-q",
+                "-o", tmp_path / "report")
+    assert good.exit_code == 0, good.output
+    assert f"PASSED | {triton_server.endpoint('googlenet-digits')} | top1_agreement | 1 |" in good.output
+    assert (tmp_path / "report" / "junit.xml").is_file()
+    bad = _cli("validate", "--target", triton_server.endpoint("googlenet-digits-perturbed"), "-n", HELD_OUT, "-q")
+    assert bad.exit_code == 1, bad.output
+    assert f"FAILED | {triton_server.endpoint('googlenet-digits-perturbed')} | max_abs_error |" in bad.output
+
+
+def test_validate_refuses_with_one_line(triton_server):
+    from inception_deploy.serving.local_server import _free_port
+
+    down = f"triton://127.0.0.1:{_free_port()}/googlenet-digits"
+    result = _cli("validate", "--target", down, "-n", 8, "-q", "--timeout", "5")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: {down}: no Triton server answers at 127.0.0.1:")
+    assert len(result.output.strip().splitlines()) == 1
+    wrong = triton_server.endpoint("googlenet-digitz")
+    result = _cli("validate", "--target", wrong, "-n", 8, "-q")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert result.output.strip() == (
+        f"error: {wrong}: model 'googlenet-digitz' is not ready on {triton_server.http_address} (ready there: "
+        "googlenet-digits, googlenet-digits-ensemble, googlenet-digits-perturbed, googlenet-digits-preprocess); "
+        "load it, or check the name")
+    # The served model takes 64x64 inputs; the googlenet recipe makes 224x224 ones.
+    result = _cli("validate", "--recipe", "googlenet", "--weights", "random", "--target",
+                  triton_server.endpoint("googlenet-digits"), "-n", 8, "-q")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "the model's input 'input' takes FP32 [N, 3, 64, 64], but recipe 'googlenet' makes float32 " \
+           "[N, 3, 224, 224]" in result.output
+
+
+def test_benchmark_through_the_endpoint(triton_server, tmp_path):
+    out = tmp_path / "bench.json"
+    result = _cli("benchmark", triton_server.endpoint("googlenet-digits", "grpc"), "--batch", "1,4",
+                  "--concurrency", "1,2", "--warmup", "1", "--min-iterations", "3", "--min-seconds", "0", "--json", out)
+    assert result.exit_code == 0, result.output
+    import json
+
+    data = json.loads(out.read_text())
+    assert data["backend"] == "triton" and data["input_shape"] == ["N", 3, 64, 64]
+    assert [(r["batch"], r["concurrency"]) for r in data["rows"]] == [(1, 1), (1, 2), (4, 1), (4, 2)]
+    assert all(r["iterations"] >= 3 and r["throughput"] > 0 for r in data["rows"])

@@ -1,7 +1,8 @@
-"""Runtime backends behind one runner shape (stage: runtime): torch, onnxruntime, tensorrt.
+"""Runtime backends behind one runner shape (stage: runtime): torch, onnxruntime, tensorrt, triton.
 
 `open_runner(artifact, backend)` picks the backend for an artifact: a torch module, an
-.onnx file (ONNX Runtime, CPU by default) or a TensorRT .plan.
+.onnx file (ONNX Runtime, CPU by default), a TensorRT .plan, or a served model
+(triton://HOST:PORT/MODEL: the Triton endpoint).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from ..errors import UserError
 from .base import Runner
 
-BACKENDS = ("torch", "ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")
+BACKENDS = ("torch", "ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt", "triton")
 
 
 def open_runner(artifact, backend: str | None = None, **options) -> Runner:
@@ -20,6 +21,15 @@ def open_runner(artifact, backend: str | None = None, **options) -> Runner:
         from .torch_backend import TorchRunner
 
         return TorchRunner(artifact, **options)
+    from ..serving.endpoint import is_endpoint
+
+    if is_endpoint(artifact) or backend == "triton":
+        if backend not in (None, "triton") or not is_endpoint(artifact):
+            raise UserError(f"{artifact}: the triton backend runs served models (triton://HOST:PORT/MODEL), and a "
+                            "served model runs only there")
+        from .triton_backend import TritonRunner
+
+        return TritonRunner(artifact, **options)
     path = Path(artifact)
     if not path.is_file():
         raise UserError(f"artifact not found: {path}")

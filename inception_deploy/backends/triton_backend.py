@@ -36,6 +36,8 @@ class TritonRunner(Runner):
 
     # -- life cycle
     def activate(self) -> None:
+        if self.client is not None:  # already connected and checked (validate probes targets first)
+            return
         self._module = _client_module(self.endpoint.protocol)
         endpoint, timeout = self.endpoint, self.timeout
         if endpoint.protocol == "http":

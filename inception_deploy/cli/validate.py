@@ -27,7 +27,8 @@ def _finish(ctx, report, output_dir) -> None:
 @click.option("--reference", default=None, type=click.Path(dir_okay=False),
               help="an FP32 .onnx to compare with (default: the PyTorch model from --recipe and --weights)")
 @click.option("--target", "-t", "targets", multiple=True, metavar="MODEL",
-              help="an .onnx graph or a TensorRT .plan to validate; repeatable")
+              help="an .onnx graph, a TensorRT .plan or a served model (triton://HOST:PORT/MODEL[/VERSION], "
+                   "triton+grpc://...) to validate; repeatable")
 @click.option("--data", "-d", default=None, metavar="DIR|FILE|digits-holdout|synthetic[:N]",
               help="validation images (default: the recipe's data.validation)")
 @click.option("--labels", default=None, type=click.Path(dir_okay=False), help="one integer label per line (or .npy), in dataset order")
@@ -40,10 +41,12 @@ def _finish(ctx, report, output_dir) -> None:
 @click.option("--shard", default=None, metavar="I/N", help="validate only shard I of N (merge with `validate merge`)")
 @click.option("--backend", type=click.Choice(["ort-cpu", "ort-cuda", "ort-tensorrt"]), default="ort-cpu", show_default=True,
               help="runtime for .onnx targets (.plan targets always run on TensorRT)")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
+              help="triton:// targets: seconds to wait for the server per call [30]")
 @quiet_option
 @click.pass_context
 def command(ctx, recipe, weights, trust_checkpoint, reference, targets, data, labels, max_images, output_dir,
-            batch_size, layerwise, crops, shard, backend, quiet):
+            batch_size, layerwise, crops, shard, backend, timeout, quiet):
     """Compare targets with the reference; exit 0 when all pass, 1 on a parity failure, 2 on bad input."""
     if ctx.invoked_subcommand is not None:
         return
@@ -53,7 +56,7 @@ def command(ctx, recipe, weights, trust_checkpoint, reference, targets, data, la
     report = validate(recipe or "googlenet-digits", weights=weights, reference=reference, targets=list(targets),
                       data=data, labels=labels, max_images=max_images, output_dir=output_dir, batch_size=batch_size,
                       layerwise=layerwise, crops=int(crops), shard=shard, progress=not quiet, backend=backend,
-                      trust_checkpoint=trust_checkpoint)
+                      trust_checkpoint=trust_checkpoint, timeout=timeout)
     _finish(ctx, report, output_dir)
 
 

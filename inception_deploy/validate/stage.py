@@ -67,6 +67,7 @@ class _Target:
 
     def __init__(self, path: Path, recipe, backend: str) -> None:
         self.path = path
+        self.runner_object = None
         if not path.is_file():
             raise UserError(f"target not found: {path}")
         if path.suffix in ONNX_SUFFIXES:
@@ -85,18 +86,67 @@ class _Target:
         else:
             raise UserError(f"{path}: unknown target type '{path.suffix}'; give an .onnx graph or a TensorRT .plan")
 
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def sha256(self) -> str:
+        return sha256_file(self.path)
+
     def runner(self):
         from ..backends import open_runner
 
         return open_runner(self.path, self.backend)
 
 
+class _ServedTarget(_Target):
+    """A model on a Triton server (triton://HOST:PORT/MODEL), checked before anything runs: the
+    server answers, the model is ready, its input is what the recipe makes, and the preprocessing
+    its config records (written by `package`) is the recipe's. Its precision, for the tolerances,
+    is the one its config records; a model packaged elsewhere is judged as FP32, the strictest."""
+
+    def __init__(self, endpoint, recipe, timeout: Optional[float]) -> None:
+        from ..backends.triton_backend import open_triton_runner
+
+        self.path = str(endpoint)
+        self.backend = "triton"
+        self.runner_object = open_triton_runner(endpoint, timeout)
+        self.runner_object.activate()
+        layout = (3, *recipe.input_hw) if recipe.preprocessing.layout == "NCHW" else (*recipe.input_hw, 3)
+        self.runner_object.check_input(layout, "float32", f"recipe '{recipe.name}'")
+        served = self.runner_object.served_parameters()
+        preprocessing = json.loads(served["preprocessing"]) if served.get("preprocessing") else None
+        self.manifest = {"endpoint": self.path, "recipe": served.get("recipe"), "precision": served.get("precision"),
+                         "preprocessing": preprocessing, "sha256": served.get("sha256"),
+                         "platform": self.runner_object.config.get("platform") or self.runner_object.config.get("backend")}
+        check_preprocessing(self.manifest, recipe, self.path)
+        self.precision = served.get("precision") if served.get("precision") in ("fp32", "fp16", "int8") else "fp32"
+
+    @property
+    def name(self) -> str:
+        return self.path
+
+    def sha256(self) -> Optional[str]:
+        return self.manifest.get("sha256")
+
+    def runner(self):
+        return self.runner_object
+
+
+def _target(target, recipe, backend: str, timeout: Optional[float]) -> _Target:
+    from ..serving.endpoint import is_endpoint
+
+    return _ServedTarget(target, recipe, timeout) if is_endpoint(target) else _Target(Path(target), recipe, backend)
+
+
 def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=None, labels=None,
              max_images: Optional[int] = None, output_dir=None, batch_size: int = 32, layerwise: bool = False,
              crops: int = 1, shard=None, progress: bool = True, backend: str = "ort-cpu",
-             trust_checkpoint: bool = False, fp32_onnx=None) -> ValidationReport:
+             trust_checkpoint: bool = False, fp32_onnx=None, timeout: Optional[float] = None) -> ValidationReport:
     """Validate `targets` against the reference; write report.json/junit.xml/report.html to `output_dir`.
 
+    targets: .onnx graphs, .plan files and served models (triton://HOST:PORT/MODEL[/VERSION];
+    triton+grpc:// for gRPC; `timeout` seconds per call to the server, default 30).
     reference: an FP32 .onnx, an already loaded reference.Reference (the PyTorch model `run`
     holds), or None for the PyTorch model from `recipe` + `weights`.
     data: image folder, .npy/.npz, digits-holdout, synthetic[:N] (default: the recipe's data.validation).
@@ -115,7 +165,7 @@ def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     shard = parse_shard(shard)
-    checked = [_Target(Path(t), recipe, backend) for t in targets]
+    checked = [_target(t, recipe, backend, timeout) for t in targets]
     reference_onnx = _check_reference_onnx(reference, recipe)
     source, dataset, indices, list_sha = _dataset(recipe, data, labels, max_images, shard)
     ref, ref_runner, ref_description = _reference_runner(recipe, weights, reference, trust_checkpoint, progress)
@@ -151,12 +201,12 @@ def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=
 def _judge(checked, comparisons, recipe) -> list[TargetResult]:
     """Each target's comparisons judged by the recipe's tolerances for its precision."""
     results = []
-    names = _display_names([t.path for t in checked])
+    names = _display_names(checked)
     for target, name, outputs in zip(checked, names, comparisons):
         tolerance = getattr(recipe.tolerances, target.precision)
         checks = [check for c in outputs.values() for check in judge(name, c, tolerance, target.precision)]
         results.append(TargetResult(str(target.path), name, target.precision, target.backend, target.manifest,
-                                    outputs, checks, sha256=sha256_file(target.path)))
+                                    outputs, checks, sha256=target.sha256()))
     return results
 
 
@@ -263,14 +313,14 @@ def _layerwise(results, checked, recipe, ref, reference_onnx, dataset, indices) 
                                          progress=False).path
         inputs, _, _ = next(dataset.batches(recipe.preprocessing, LAYERWISE_IMAGES, indices[:LAYERWISE_IMAGES]))
         for result, target in zip(results, checked):
-            if target.path.suffix not in ONNX_SUFFIXES:
+            if not isinstance(target.path, Path) or target.path.suffix not in ONNX_SUFFIXES:
                 continue  # a TensorRT plan has no addressable intermediate tensors here
             result.layerwise = compare_layers(reference_onnx, target.path, inputs, target.precision, result.name)
 
 
-def _display_names(paths: list[Path]) -> list[str]:
-    names = [p.name for p in paths]
-    return names if len(set(names)) == len(names) else [str(p) for p in paths]
+def _display_names(targets: list[_Target]) -> list[str]:
+    names = [t.name for t in targets]
+    return names if len(set(names)) == len(names) else [str(t.path) for t in targets]
 
 
 def _indices_digest(indices: np.ndarray) -> str:
