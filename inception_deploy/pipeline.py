@@ -29,6 +29,7 @@ class PipelineState:
     progress: bool = True
     reference: object = None
     artifacts: dict[str, Path] = field(default_factory=dict)  # stage name -> artifact
+    plans: dict[str, Path] = field(default_factory=dict)  # precision -> plan built (runnable here or not)
     lint_reports: dict = field(default_factory=dict)  # artifact name -> its LintReport (build-engine reuses it)
     lines: list[str] = field(default_factory=list)  # what the user is shown
     seconds: dict[str, float] = field(default_factory=dict)
@@ -119,6 +120,7 @@ def _build_engines(state: PipelineState) -> None:
             state.lines.append(f"FAILED | build-engine | {exc}")
             state.lines += [f"  {line}" for line in exc.report.lines() if line.startswith("FAIL ")][:10]
             continue
+        state.plans[precision] = result.plan_path
         truth = result.precision_report.summary().split(" | ", 1)[1]  # "precision INT8 | 58 Conv/Gemm ..."
         state.lines.append(f"PASSED | build-engine | {result.plan_path.name} | {truth}")
         state.lines += [f"  {line}" for line in result.plan_report.lines()]
@@ -143,6 +145,36 @@ def _validate(state: PipelineState) -> None:
     state.exit_code = max(state.exit_code, report.exit_code)
 
 
+def _package(state: PipelineState) -> None:
+    """A Triton model repository (out/model_repository/) for what the run made: the optimized FP32
+    graph (named after the recipe, with the preprocessing ensemble), the FP16 and INT8 graphs and
+    the plans, each config read back with Triton's own schema. Without tritonclient: SKIPPED."""
+    from .errors import MissingDependency
+
+    try:
+        from .serving import package_triton
+        from .serving.model_config import read_config, schema
+
+        schema()
+    except MissingDependency as exc:
+        state.lines.append(f"SKIPPED | package | {exc}")
+        return
+    repository = state.output_dir / "model_repository"
+    jobs = [(state.artifacts.get("optimized", state.artifacts.get("fp32")),
+             {"name": state.recipe.name, "with_preprocessing": True})]
+    jobs += [(state.artifacts[p], {}) for p in ("fp16", "int8") if p in state.artifacts]
+    jobs += [(plan, {}) for plan in state.plans.values()]
+    models = 0
+    for artifact, options in jobs:
+        result = package_triton([artifact], repository, recipe=state.recipe, **options)
+        for model in result.models:
+            read_config(model.config_path)  # what Triton will parse, parsed with its schema
+        models += len(result.models)
+        state.lines += result.lines()
+    state.lines.append(f"model repository: {repository} ({models} models; configs parse with Triton's schema)")
+    state.artifacts["model-repository"] = repository
+
+
 STAGES: list[tuple[str, Callable[[PipelineState], None]]] = [
     ("export", _export),
     ("optimize", _optimize),
@@ -151,6 +183,7 @@ STAGES: list[tuple[str, Callable[[PipelineState], None]]] = [
     ("lint", _lint),
     ("build-engine", _build_engines),
     ("validate", _validate),
+    ("package", _package),
 ]
 
 

@@ -35,6 +35,24 @@ def test_run_with_no_arguments_makes_and_validates_every_artifact(tmp_path, digi
     # each artifact's manifest records the whole chain of stages that made it
     stages = [entry["stage"] for entry in read_manifest(onnx.load(str(out / "googlenet-digits.int8.onnx")))["history"]]
     assert stages == ["export", "optimize", "quantize"]
+    # package: a Triton model repository for what the run made, every config parsed with Triton's schema
+    from inception_deploy.serving.model_config import read_config
+
+    repository = out / "model_repository"
+    assert "model repository: out/model_repository (7 models; configs parse with Triton's schema)" in result.output \
+        or not TENSORRT_RTX.installed()
+    platforms = {folder.name: read_config(folder / "config.pbtxt") for folder in repository.iterdir()}
+    assert {name: c.platform or c.backend for name, c in platforms.items() if not name.endswith("-plan")} == {
+        "googlenet-digits": "onnxruntime_onnx", "googlenet-digits-preprocess": "python",
+        "googlenet-digits-ensemble": "ensemble", "googlenet-digits-fp16": "onnxruntime_onnx",
+        "googlenet-digits-int8": "onnxruntime_onnx"}
+    int8_onnx = platforms["googlenet-digits-int8"].optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert int8_onnx.parameters["precision_mode"] == "INT8"
+    if TENSORRT_RTX.installed():
+        plan = platforms["googlenet-digits-int8-plan"]
+        assert plan.platform == "tensorrt_plan" and plan.max_batch_size == 64
+        assert dict(plan.cc_model_filenames)["8.6"] == "model.tensorrt-rtx-sm80-sm86-sm89-sm120.plan"
+        assert plan.parameters["inception_deploy.precision"].string_value == "int8"
 
 
 def test_run_skips_a_precision_the_recipe_disables(digits_recipe, tmp_path):
