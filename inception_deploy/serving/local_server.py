@@ -86,6 +86,19 @@ def install(home: Optional[Path] = None, quiet: bool = True) -> Distribution:
     return dist
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when the process that started it dies, so a
+    test run killed outright (kill -9) leaves no server behind; its own session lets stop() end the
+    Python-backend stubs with it."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not glibc Linux: stop() still ends it
+        pass
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
@@ -142,7 +155,10 @@ class LocalTritonServer:
         if missing:
             raise MissingDependency(f"the local Triton server is not installed ({', '.join(missing)} missing); "
                                     "run `python -m inception_deploy.serving.local_server install` (make test does)")
-        self._scratch = tempfile.TemporaryDirectory(prefix="inception-deploy-triton-")
+        from ..fileio import remove_stale_temporaries
+
+        remove_stale_temporaries(tempfile.gettempdir(), scratch=True)  # those of runs killed outright
+        self._scratch = tempfile.TemporaryDirectory(prefix=f"inception-deploy-triton-{os.getpid()}-")
         scratch = Path(self._scratch.name)
         backends = self._backend_folder(scratch)
         self._log_file = str(self.log_path or scratch / "tritonserver.log")
@@ -157,7 +173,7 @@ class LocalTritonServer:
             args += [f"--load-model={name}" for name in (self.load if self.load is not None else ["*"])]
             with open(self._log_file, "ab") as log:
                 self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=environment,
-                                                cwd=scratch, start_new_session=True)
+                                                cwd=scratch, start_new_session=True, preexec_fn=_die_with_parent)
             if self._wait_ready():
                 return
             text = self.log()
