@@ -98,7 +98,7 @@ def package_triton(artifacts: Sequence, output_dir="model_repository", name: Opt
     triton_backend: for an ONNX graph, 'onnxruntime' (Triton's backend; the default) or 'python'
     (ONNX Runtime inside Triton's Python backend). max_batch: at most the plan profile's max.
     """
-    from ..manifest import recipe_for_artifact
+    from ..recipes import resolve_recipe
 
     if not artifacts:
         raise UserError("give the artifacts to package: an .onnx graph, or .plan files for different GPUs")
@@ -116,7 +116,7 @@ def package_triton(artifacts: Sequence, output_dir="model_repository", name: Opt
         raise UserError("one model per call: give one .onnx graph, or .plan files for different GPUs; call "
                         "`package` again with the same --output-dir for another model")
     first = served[0]
-    recipe = recipe_for_artifact(recipe, first.manifest, first.path)
+    recipe = resolve_recipe(recipe, first.manifest, first.path)
     if first.kind == "plan":
         _check_plans(served)
         if kind != "gpu":

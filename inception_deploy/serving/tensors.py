@@ -86,14 +86,14 @@ def onnx_tensors(model) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 
 def _onnx_artifact(path: Path) -> ServedArtifact:
-    from ..manifest import read_manifest
+    from ..manifest import read_onnx_manifest
     from ..onnx_reader import read_onnx
     from ..validate.verdict import onnx_precision
 
     model = read_onnx(path)
     inputs, outputs = onnx_tensors(model)
     try:
-        manifest = read_manifest(model)
+        manifest = read_onnx_manifest(model)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
     external = sorted({entry.value for init in model.graph.initializer if init.data_location == 1
