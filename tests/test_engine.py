@@ -327,6 +327,27 @@ def test_builder_choice_without_a_gpu(no_tensorrt):
                                  "'.[tensorrt]' on a machine with an NVIDIA GPU")
     with pytest.raises(UserError, match="--compute-capability names TensorRT-RTX targets; TensorRT builds for the GPU"):
         choose_flavour("tensorrt", compute_capabilities=True)
+    # a hardware-compatibility level is TensorRT's: auto asks for TensorRT and says what is missing
+    with pytest.raises(MissingDependency) as caught:
+        choose_flavour("auto", hardware_compatibility=True)
+    assert str(caught.value).startswith("build-engine --builder tensorrt needs TensorRT and an NVIDIA GPU; missing here")
+    with pytest.raises(UserError) as caught:
+        choose_flavour("tensorrt-rtx", hardware_compatibility=True)
+    assert str(caught.value) == (
+        "--hardware-compatibility is a TensorRT 10/11 build setting; TensorRT-RTX plans name their target GPUs with "
+        "--compute-capability (use --builder tensorrt on a GPU machine, or drop --hardware-compatibility)")
+    with pytest.raises(UserError, match=r"^--compute-capability \(TensorRT-RTX targets\) and --hardware-compatibility"):
+        choose_flavour("auto", compute_capabilities=True, hardware_compatibility=True)
+
+
+@needs_no_gpu
+def test_build_engine_with_a_hardware_compatibility_level_needs_tensorrt(googlenet_onnx, tmp_path, no_tensorrt):
+    plan = tmp_path / "g.plan"
+    result = CliRunner().invoke(main, ["build-engine", str(googlenet_onnx), "-o", str(plan),
+                                       "--hardware-compatibility", "ampere-plus"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: build-engine --builder tensorrt needs TensorRT and an NVIDIA GPU")
+    assert not plan.exists() and not (tmp_path / "g.plan.json").exists()
 
 
 # --- build-engine on a machine without any TensorRT --------------------------------------------------
@@ -467,6 +488,23 @@ def test_runner_refuses_a_plan_from_another_tensorrt_and_gpu():
         check_runtime_compatibility("g.plan", manifest, "cd" * 32, "10.16.0", "NVIDIA H100 80GB HBM3", "9.0")
     with pytest.raises(UserError, match=r"g.plan.json describes another plan"):
         check_runtime_compatibility("g.plan", manifest, "ef" * 32, "10.16.1", "NVIDIA H100 80GB HBM3", "9.0")
+
+
+def test_runner_takes_a_hardware_compatible_plan_on_the_gpus_of_its_level():
+    ampere_plus = _manifest(hardware_compatibility="ampere-plus")
+    assert ampere_plus.targets == "Ampere and newer GPUs (built on NVIDIA H100 80GB HBM3, sm 9.0)"
+    check_runtime_compatibility("g.plan", ampere_plus, "cd" * 32, "10.16.1", "NVIDIA L4", "8.9")
+    check_runtime_compatibility("g.plan", ampere_plus, "cd" * 32, "10.16.1", "NVIDIA A100-SXM4-80GB", "8.0")
+    with pytest.raises(UserError) as caught:
+        check_runtime_compatibility("g.plan", ampere_plus, "cd" * 32, "10.16.1", "Tesla T4", "7.5")
+    assert str(caught.value) == (
+        "g.plan was built by TensorRT 10.16.1 for Ampere and newer GPUs (built on NVIDIA H100 80GB HBM3, sm 9.0); "
+        "this machine has TensorRT 10.16.1 on Tesla T4 (sm 7.5) (GPU differs): rebuild it here with "
+        "`inception-deploy build-engine out/g.int8.onnx`")
+    same_cc = _manifest(hardware_compatibility="same-compute-capability")
+    check_runtime_compatibility("g.plan", same_cc, "cd" * 32, "10.16.1", "NVIDIA H200", "9.0")
+    with pytest.raises(UserError, match=r"\(GPU differs\)"):
+        check_runtime_compatibility("g.plan", same_cc, "cd" * 32, "10.16.1", "NVIDIA L4", "8.9")
 
 
 def test_runner_takes_an_rtx_plan_on_any_of_its_compute_capabilities():

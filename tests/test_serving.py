@@ -101,6 +101,25 @@ def test_plans_for_two_gpu_families_make_one_model(fp32_plans, tmp_path):
     assert (folder / "config.pbtxt").read_text().startswith("# Written by inception-deploy")
 
 
+def test_a_hardware_compatible_tensorrt_plan_is_listed_for_every_ampere_plus_gpu(fp32_plans, tmp_path):
+    # The manifest of a TensorRT 10 plan built on an H100 with --hardware-compatibility ampere-plus
+    # (no TensorRT here: the RTX plan's bytes stand in; packaging reads only the manifest).
+    a100, _ = fp32_plans
+    plan = tmp_path / "g.hc.plan"
+    plan.write_bytes(a100.read_bytes())
+    manifest = json.loads(a100.with_name(a100.name + ".json").read_text())
+    manifest.update(builder="tensorrt", tensorrt_version="10.16.1", gpu_name="NVIDIA H100 80GB HBM3",
+                    compute_capability="9.0", compute_capabilities=[], hardware_compatibility="ampere-plus")
+    plan.with_name(plan.name + ".json").write_text(json.dumps(manifest))
+    result = _invoke("package", plan, "--triton", "-o", tmp_path / "repo")
+    assert result.exit_code == 0, result.output
+    config = read_config(tmp_path / "repo" / "googlenet-digits-plan" / "config.pbtxt")
+    files = dict(config.cc_model_filenames)
+    assert sorted(files, key=lambda cc: tuple(map(int, cc.split(".")))) == [
+        "8.0", "8.6", "8.7", "8.9", "9.0", "10.0", "10.3", "12.0", "12.1"]
+    assert len(set(files.values())) == 1
+
+
 def test_plan_refusals(fp32_plans, digits_opt_onnx, tmp_path):
     a100, ampere = fp32_plans
     repo = tmp_path / "repo"

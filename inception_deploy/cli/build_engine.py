@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from ..engine.flavours import BUILDER_CHOICES, DEFAULT_COMPUTE_CAPABILITIES
+from ..engine.flavours import BUILDER_CHOICES, DEFAULT_COMPUTE_CAPABILITIES, HARDWARE_COMPATIBILITY
 from .options import recipe_option
 
 
@@ -24,6 +24,9 @@ from .options import recipe_option
               help="auto: TensorRT where it imports and a GPU is here, else TensorRT-RTX (builds without a GPU).")
 @click.option("--compute-capability", "compute_capability", metavar="sm86,sm89,...",
               help=f"TensorRT-RTX target GPUs; one plan carries them all [default: {','.join(DEFAULT_COMPUTE_CAPABILITIES)}].")
+@click.option("--hardware-compatibility", type=click.Choice(HARDWARE_COMPATIBILITY), default="none", show_default=True,
+              help="TensorRT 10/11 plans for other GPUs than the building one: ampere-plus (any Ampere or newer GPU) "
+                   "or same-compute-capability; slower kernels. TensorRT-RTX uses --compute-capability.")
 @click.option("--min-batch", type=int, help="Smallest batch of the optimization profile.")
 @click.option("--opt-batch", type=int, help="Batch TensorRT tunes kernels for.")
 @click.option("--max-batch", type=int, help="Largest batch of the optimization profile.")
@@ -35,7 +38,7 @@ from .options import recipe_option
 @click.option("--show-layers", is_flag=True, help="Also print the per-layer table (engine layer, datatypes, ONNX nodes).")
 @click.option("--no-precision-check", is_flag=True,
               help="Write the plan even when layers run wider than the graph asks (not recommended).")
-def command(model, fp16, int8, output, recipe, builder, compute_capability, min_batch, opt_batch, max_batch,
+def command(model, fp16, int8, output, recipe, builder, compute_capability, hardware_compatibility, min_batch, opt_batch, max_batch,
             workspace_mb, optimization_level, timing_cache, target, show_layers, no_precision_check) -> None:
     """Build a TensorRT plan (plus MODEL.plan.json manifest) from an ONNX graph."""
     from pydantic import ValidationError
@@ -64,7 +67,7 @@ def command(model, fp16, int8, output, recipe, builder, compute_capability, min_
         result = build_engine(model, output=output, precision=precision, batch=batch, workspace_mb=workspace_mb,
                               optimization_level=optimization_level, timing_cache=timing_cache, target=target,
                               engine=section, verify_precision=not no_precision_check, builder=builder,
-                              compute_capabilities=compute_capability)
+                              compute_capabilities=compute_capability, hardware_compatibility=hardware_compatibility)
     except PrecisionNotMaterialized as exc:
         for line in exc.report.lines():
             if not line.startswith("ok"):

@@ -23,7 +23,7 @@ from ..lint import LintReport, lint_model, load_onnx, parse_target
 from ..lint.graph import GraphView
 from ..lint.targets import DEFAULT_TARGET, RTX_TARGET
 from ..recipes import BatchRange, EngineSection
-from .flavours import TENSORRT_RTX, Flavour, choose_flavour, parse_compute_capabilities
+from .flavours import TENSORRT_RTX, Flavour, choose_flavour, parse_compute_capabilities, parse_hardware_compatibility
 from .graph_precision import GraphPrecision, check_requested_precision, classify_graph
 from .manifest import EngineManifest, manifest_path, write_manifest
 from .plan_files import PLAN_SUFFIXES
@@ -123,12 +123,15 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
                  target: Optional[str] = None, engine: Optional[EngineSection] = None,
                  verify_precision: bool = True, builder: str = "auto",
                  compute_capabilities: str | Sequence[str] | None = None,
+                 hardware_compatibility: Optional[str] = None,
                  lint_report: Optional[LintReport] = None) -> EngineBuildResult:
     """Build a TensorRT plan from `onnx_path`; precision None builds the graph as it is typed.
 
     builder: 'auto' (TensorRT where it imports and a GPU is here, else TensorRT-RTX), 'tensorrt'
     or 'tensorrt-rtx'. compute_capabilities: TensorRT-RTX targets ('sm86,sm89'; default
-    flavours.DEFAULT_COMPUTE_CAPABILITIES). lint_report: a passing report of this very file
+    flavours.DEFAULT_COMPUTE_CAPABILITIES). hardware_compatibility: TensorRT 10/11's level, 'none'
+    (default: the plan runs on the GPU it was built on), 'ampere-plus' or 'same-compute-capability'.
+    lint_report: a passing report of this very file
     (same sha256) from an earlier stage, used instead of linting again. Settings not given
     come from `engine` (a recipe's engine section), else its defaults.
     """
@@ -146,6 +149,7 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
     asked_capabilities = (",".join(compute_capabilities) if compute_capabilities is not None
                           and not isinstance(compute_capabilities, str) else compute_capabilities)
     capabilities = parse_compute_capabilities(asked_capabilities)
+    compatibility = parse_hardware_compatibility(hardware_compatibility)
 
     onnx_path = Path(onnx_path)
     plan_path = Path(output) if output is not None else default_plan_path(onnx_path)
@@ -158,7 +162,8 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
     model, _ = load_onnx(onnx_path)
     onnx_sha256 = sha256_file(onnx_path)
     try:
-        flavour: Optional[Flavour] = choose_flavour(builder, compute_capabilities=bool(asked_capabilities))
+        flavour: Optional[Flavour] = choose_flavour(builder, compute_capabilities=bool(asked_capabilities),
+                                                    hardware_compatibility=compatibility != "none")
         missing = None
     except MissingDependency as exc:  # said after the checks that need no TensorRT
         flavour, missing = None, exc
@@ -186,6 +191,7 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
         optimization_level=optimization_level,
         timing_cache=cache_path.read_bytes() if cache_path and cache_path.is_file() else None,
         compute_capabilities=capabilities if is_rtx else (),
+        hardware_compatibility="none" if is_rtx else compatibility,
     ), flavour)
     build_seconds = time.perf_counter() - started
     if cache_path is not None and built.timing_cache is not None:
@@ -213,6 +219,7 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
         **_lineage(source, onnx_path, onnx_sha256, build_precision),
         builder=flavour.name, tensorrt_version=built.builder_version, gpu_name=gpu_name,
         compute_capability=capability, compute_capabilities=list(capabilities) if is_rtx else [],
+        hardware_compatibility="none" if is_rtx else compatibility,
         precision=build_precision, onnx_path=str(onnx_path), onnx_sha256=onnx_sha256,
         plan_sha256=sha256_bytes(built.plan), inputs=list(shapes),
         outputs=[v.name for v in model.graph.output], profile=shapes, workspace_mb=workspace_mb,

@@ -7,7 +7,7 @@ One builder drives both: datacenter TensorRT 10/11 (`tensorrt`) and TensorRT-RTX
 | | TensorRT 10/11 | TensorRT-RTX |
 | --- | --- | --- |
 | module | tensorrt | tensorrt_rtx |
-| targets | the GPU it builds on | compute capabilities named at build time (several per plan) |
+| targets | the GPU it builds on, or with a hardware-compatibility level Ampere+ GPUs / GPUs of its compute capability | compute capabilities named at build time (several per plan) |
 | build needs a GPU | yes | no (ahead-of-time build on the CPU) |
 | build cache | timing cache | none (kernels compile at run time; the runner keeps a runtime cache) |
 | layer report | engine inspector JSON (needs the engine deserialized) | the builder's VERBOSE log |
@@ -36,6 +36,12 @@ BUILDER_CHOICES = ("auto", "tensorrt", "tensorrt-rtx")
 # advises Turing-specific plans; sm121 (GB10) on request.
 COMPUTE_CAPABILITIES = ("sm75", "sm80", "sm86", "sm89", "sm120", "sm121")
 DEFAULT_COMPUTE_CAPABILITIES = ("sm80", "sm86", "sm89", "sm120")
+
+# TensorRT 10/11's HardwareCompatibilityLevel, by the --hardware-compatibility value. A plan built
+# with one runs on other GPUs than the one it was built on, at some cost in speed (fewer tactics,
+# 48 KiB shared memory per kernel): "ampere-plus" on any Ampere or newer GPU, "same-compute-capability"
+# on GPUs of the building GPU's compute capability. TensorRT-RTX names its targets instead.
+HARDWARE_COMPATIBILITY = ("none", "ampere-plus", "same-compute-capability")
 
 
 @dataclass(frozen=True)
@@ -96,14 +102,22 @@ def flavour_named(name: str) -> Flavour:
         raise UserError(f"unknown builder '{name}'; choose one of {', '.join(BUILDER_CHOICES)}") from None
 
 
-def choose_flavour(choice: str = "auto", purpose: str = "build-engine", compute_capabilities: bool = False) -> Flavour:
+def choose_flavour(choice: str = "auto", purpose: str = "build-engine", compute_capabilities: bool = False,
+                   hardware_compatibility: bool = False) -> Flavour:
     """The builder to use: TensorRT where it imports and a GPU is present, else TensorRT-RTX.
 
     `compute_capabilities`: the caller names RTX targets, which only TensorRT-RTX builds for.
-    Raises MissingDependency (one line, exit 2) naming what is missing and how to install it.
+    `hardware_compatibility`: the caller asks for a TensorRT hardware-compatibility level, which
+    only TensorRT 10/11 builds. Raises MissingDependency (one line, exit 2) naming what is
+    missing and how to install it.
     """
     from .cuda_memory import cuda_available
 
+    if compute_capabilities and hardware_compatibility:
+        raise UserError("--compute-capability (TensorRT-RTX targets) and --hardware-compatibility (TensorRT 10/11 "
+                        "levels) name targets of different builders; give one of them")
+    if choice == "auto" and hardware_compatibility:
+        choice = TENSORRT.name  # only TensorRT has the levels; its refusal below says what is missing
     if choice == "auto":
         if TENSORRT.installed() and cuda_available() and not compute_capabilities:
             return TENSORRT
@@ -118,6 +132,10 @@ def choose_flavour(choice: str = "auto", purpose: str = "build-engine", compute_
         raise MissingDependency(f"{purpose} needs TensorRT-RTX, or TensorRT and an NVIDIA GPU; missing here: "
                                 f"{listed}. Install with {TENSORRT_RTX.install_hint}, or {TENSORRT.install_hint}")
     flavour = flavour_named(choice)
+    if flavour is TENSORRT_RTX and hardware_compatibility:
+        raise UserError("--hardware-compatibility is a TensorRT 10/11 build setting; TensorRT-RTX plans name their "
+                        "target GPUs with --compute-capability (use --builder tensorrt on a GPU machine, or drop "
+                        "--hardware-compatibility)")
     if flavour is TENSORRT and compute_capabilities:
         raise UserError("--compute-capability names TensorRT-RTX targets; TensorRT builds for the GPU it runs on "
                         "(use --builder tensorrt-rtx, or drop --compute-capability)")
@@ -150,6 +168,14 @@ def parse_compute_capabilities(text: str | None) -> tuple[str, ...]:
     if not found:
         raise UserError("--compute-capability is empty; give e.g. sm86,sm89")
     return tuple(found)
+
+
+def parse_hardware_compatibility(level: str | None) -> str:
+    """The --hardware-compatibility value, checked ('none' when not given)."""
+    level = (level or "none").lower()
+    if level not in HARDWARE_COMPATIBILITY:
+        raise UserError(f"--hardware-compatibility '{level}': choose one of {', '.join(HARDWARE_COMPATIBILITY)}")
+    return level
 
 
 def capability_of(gpu_capability: str) -> str:

@@ -32,6 +32,7 @@ class EngineManifest(BaseModel):
     gpu_name: Optional[str] = None  # TensorRT: the GPU it was built on
     compute_capability: Optional[str] = None  # TensorRT: that GPU's, "9.0"
     compute_capabilities: list[str] = []  # TensorRT-RTX: the targets, "sm86", ...
+    hardware_compatibility: str = "none"  # TensorRT: none | ampere-plus | same-compute-capability
     precision: str
     strongly_typed: bool = True
     onnx_path: str
@@ -55,6 +56,10 @@ class EngineManifest(BaseModel):
     def targets(self) -> str:
         if self.builder == "tensorrt-rtx":
             return ", ".join(self.compute_capabilities)
+        if self.hardware_compatibility == "ampere-plus":
+            return f"Ampere and newer GPUs (built on {self.gpu_name}, sm {self.compute_capability})"
+        if self.hardware_compatibility == "same-compute-capability":
+            return f"sm {self.compute_capability} GPUs (built on {self.gpu_name})"
         return f"{self.gpu_name} (sm {self.compute_capability})"
 
 
@@ -102,11 +107,22 @@ def check_runtime_compatibility(plan: str | Path, manifest: EngineManifest, plan
                         f"`inception-deploy build-engine {manifest.onnx_path} {rebuild}"
                         + ("`" if here_sm in COMPUTE_CAPABILITIES else ""))
     same_gpu = manifest.gpu_name == gpu_name and manifest.compute_capability == compute_capability
+    if manifest.hardware_compatibility == "ampere-plus":
+        same_gpu = _capability_number(compute_capability) >= 8.0
+    elif manifest.hardware_compatibility == "same-compute-capability":
+        same_gpu = manifest.compute_capability == compute_capability
     if same_trt and same_gpu:
         return
-    built = f"TensorRT {manifest.tensorrt_version} on {manifest.gpu_name} (sm {manifest.compute_capability})"
+    built = (f"TensorRT {manifest.tensorrt_version} on {manifest.gpu_name} (sm {manifest.compute_capability})"
+             if manifest.hardware_compatibility == "none" else f"TensorRT {manifest.tensorrt_version} for {manifest.targets}")
     here = f"TensorRT {tensorrt_version} on {gpu_name} (sm {compute_capability})"
     what = "TensorRT version and GPU differ" if not (same_trt or same_gpu) else (
         "TensorRT version differs" if not same_trt else "GPU differs")
     raise UserError(f"{plan} was built by {built}; this machine has {here} ({what}): rebuild it here with "
                     f"`inception-deploy build-engine {manifest.onnx_path}`")
+
+
+def _capability_number(capability: str) -> float:
+    """'8.6' -> 8.6 ('12.0' -> 12.0): compute capabilities compare by major, then minor."""
+    major, _, minor = str(capability).partition(".")
+    return int(major) + int(minor or 0) / 10

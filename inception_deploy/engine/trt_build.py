@@ -33,6 +33,7 @@ class BuildRequest:
     optimization_level: int
     timing_cache: Optional[bytes] = None  # TensorRT only
     compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX only: 'sm86', ...
+    hardware_compatibility: str = "none"  # TensorRT only: flavours.HARDWARE_COMPATIBILITY
 
 
 @dataclass
@@ -173,7 +174,15 @@ class TensorRTHooks:
         from .cuda_memory import gpu_identity
 
         name, capability = gpu_identity()
-        return [f"{name} (sm {capability})"]
+        built_on = f"{name} (sm {capability})"
+        if request.hardware_compatibility == "none":
+            return [built_on]
+        levels = {"ampere-plus": trt.HardwareCompatibilityLevel.AMPERE_PLUS,
+                  "same-compute-capability": trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY}
+        config.hardware_compatibility_level = levels[request.hardware_compatibility]
+        if request.hardware_compatibility == "ampere-plus":
+            return [f"Ampere and newer GPUs (hardware compatible; built on {built_on})"]
+        return [f"GPUs of compute capability {capability} (hardware compatible; built on {built_on})"]
 
     def set_build_cache(self, trt, config, request: BuildRequest) -> None:
         cache = config.create_timing_cache(request.timing_cache or b"")

@@ -20,6 +20,11 @@ ONNX_SUFFIXES = (".onnx",)
 PLAN_SUFFIXES = (".plan", ".engine")
 
 
+# Compute capabilities of Ampere and newer GPUs, as Triton's cc_model_filenames keys: where an
+# `--hardware-compatibility ampere-plus` TensorRT plan is listed (A100 8.0, A10/RTX 30 8.6,
+# Orin 8.7, L4/L40/RTX 40 8.9, H100/H200 9.0, B200 10.0, B300 10.3, RTX 50/RTX PRO 12.0, GB10 12.1).
+AMPERE_PLUS_CC_KEYS = ("8.0", "8.6", "8.7", "8.9", "9.0", "10.0", "10.3", "12.0", "12.1")
+
 @dataclass
 class TensorSpec:
     name: str
@@ -114,6 +119,8 @@ def _plan_artifact(path: Path) -> ServedArtifact:
     batch = _batch_range(path, manifest, inputs)
     if manifest.builder == "tensorrt-rtx":
         capabilities = [_cc_key(sm) for sm in manifest.compute_capabilities]
+    elif manifest.hardware_compatibility == "ampere-plus" and manifest.compute_capability:
+        capabilities = list(AMPERE_PLUS_CC_KEYS)  # one hardware-compatible plan serves every one of them
     else:
         capabilities = [manifest.compute_capability] if manifest.compute_capability else []
     if not capabilities:
