@@ -19,12 +19,12 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .bundled import bundled_dir
 from .errors import UserError
 from .precision.calibrators import METHODS as CALIBRATION_METHODS
 
-# Bundled recipes live in the repository's top-level recipes/ folder (the package is
-# installed in editable mode by the README's set-up).
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "recipes"
+# The repository's top-level recipes/ folder, inside the package in a wheel (bundled.py).
+BUNDLED_DIR = bundled_dir("recipes")
 # The optimize stage's pass order when a recipe names none (passes/__init__.py runs them):
 # cheap removals first, so folds see plain Conv -> BN pairs; aux heads last, so the check of
 # every earlier pass covers them too.

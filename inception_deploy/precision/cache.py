@@ -21,12 +21,13 @@ from typing import Optional
 
 import numpy as np
 
+from ..bundled import bundled_dir
 from ..errors import UserError
 from ..fileio import read_json_file, sha256_bytes, sha256_json, write_json_atomic, write_text_atomic
 
 FORMAT = "inception-deploy.calibration/1"
-# The repository's committed caches for bundled recipes (like recipes.BUNDLED_DIR).
-BUNDLED_DIR = Path(__file__).resolve().parent.parent.parent / "calibration"
+# The repository's committed caches for bundled recipes, inside the package in a wheel (bundled.py).
+BUNDLED_DIR = bundled_dir("calibration")
 _TRT_HEADER = {"entropy": "EntropyCalibration2", "max": "MinMaxCalibration", "percentile": "MinMaxCalibration",
                "mse": "MinMaxCalibration"}
 _KNOWN = ("format", "model_sha256", "recipe", "preprocessing", "preprocessing_sha256", "method", "params", "data",
