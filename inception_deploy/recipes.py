@@ -158,6 +158,11 @@ class Tolerance(_Section):
     top1_agreement_min: Optional[float] = Field(None, ge=0, le=1)
     top5_agreement_min: Optional[float] = Field(None, ge=0, le=1)
     top1_accuracy_drop_max: Optional[float] = Field(None, ge=0, description="in points (percent)")
+    judge: Literal["point", "lower_bound"] = Field(
+        "point", description="agreement and accuracy checks: 'point' compares the measured value; 'lower_bound' the "
+                             "worst end of its 95% interval (agreement's lower bound, accuracy drop's upper bound), so "
+                             "a pass is shown by the data, not only observed on it. A threshold of 1 (every image "
+                             "agrees) is judged on the count either way")
 
 
 class TolerancesSection(_Section):

@@ -2,10 +2,15 @@
 
 The digits model trains on first use (about 2 minutes on 2 cores) and is cached under
 INCEPTION_DEPLOY_CACHE (default ~/.cache/inception-deploy), so later runs are free.
+
+INCEPTION_DEPLOY_REQUIRE_GPU=1 turns the skip of a `gpu`-marked test into a failure (the
+pytest side of `validate --strict`): GPU CI that finds no GPU or no TensorRT goes red,
+not green with everything skipped.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +19,18 @@ import pytest
 from inception_deploy.recipes import load_recipe
 
 GPU_REASON = "needs an NVIDIA GPU and TensorRT (pip install -e '.[tensorrt]' on a GPU machine)"
+REQUIRE_GPU = "INCEPTION_DEPLOY_REQUIRE_GPU"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get(REQUIRE_GPU, "") not in ("", "0") and item.get_closest_marker("gpu"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"{REQUIRE_GPU} is set but this gpu test skipped: {reason}"
 
 
 @pytest.fixture(scope="session")

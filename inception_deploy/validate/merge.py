@@ -71,7 +71,8 @@ def _run_identity(report: dict) -> list[tuple[str, object]]:
     return identity
 
 
-def merge_reports(paths: Sequence[str | Path], output_dir: Optional[str | Path] = None) -> ValidationReport:
+def merge_reports(paths: Sequence[str | Path], output_dir: Optional[str | Path] = None,
+                  strict: bool = False) -> ValidationReport:
     """Merge the report.json of every shard (files or the folders holding them).
 
     Shards merge only when they come from one run: same recipe, reference, data source and
@@ -135,6 +136,8 @@ def merge_reports(paths: Sequence[str | Path], output_dir: Optional[str | Path] 
         targets=targets, tolerances=tolerances,
         timing={"seconds": sum(r["timing"]["seconds"] for r in reports)}, libraries=library_versions(),
     )
+    if strict:
+        merged.fail_skipped()
     if output_dir is not None:
         merged.write(output_dir)
     return merged

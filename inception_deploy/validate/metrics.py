@@ -34,6 +34,25 @@ def wilson_interval(successes: int, total: int, z: float = Z95) -> tuple[float, 
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def paired_difference_interval(b: int, c: int, total: int, z: float = Z95) -> tuple[float, float]:
+    """95% interval of a paired difference of proportions, (b - c) / total, with b and c the
+    discordant counts (the Wald interval for matched pairs; b = c = 0 gives (0, 0), the best
+    the data can say when reference and candidate never differ)."""
+    if total == 0:
+        return (-1.0, 1.0)
+    d = (b - c) / total
+    half = z * math.sqrt(max((b + c) / total - d * d, 0.0) / total)
+    return (max(-1.0, d - half), min(1.0, d + half))
+
+
+def agreement_images_needed(threshold: float, z: float = Z95) -> Optional[int]:
+    """The fewest images on which even perfect agreement has a 95% Wilson lower bound at or
+    above `threshold`: n >= z^2 t / (1 - t). None for a threshold of 1 (no sample shows it)."""
+    if threshold >= 1.0:
+        return None
+    return math.ceil(z * z * threshold / (1.0 - threshold))
+
+
 def mcnemar_pvalue(b: int, c: int) -> float:
     """Exact (binomial) McNemar test on the discordant pairs: b = reference right and
     candidate wrong, c = the opposite. Two-sided p-value of 'same accuracy'."""

@@ -68,7 +68,30 @@ class ValidationReport:
 
     @property
     def passed(self) -> bool:
+        """No check FAILED: a SKIPPED check is not a failure (unless `fail_skipped`, --strict, made it one)."""
         return all(t.passed for t in self.targets)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        statuses = [c.status for c in self.checks]
+        return {"passed": statuses.count("PASSED"), "failed": statuses.count("FAILED"),
+                "skipped": statuses.count("SKIPPED")}
+
+    @property
+    def warnings(self) -> list[str]:
+        """`target | output | metric: warning` for each check whose data set is too small for its threshold."""
+        return [f"{c.target} | {c.output} | {c.metric}: {c.warning}" for c in self.checks if c.warning]
+
+    def fail_skipped(self) -> None:
+        """--strict: every SKIPPED check fails, so a run that could not check everything is not green."""
+        for check in self.checks:
+            check.fail_skipped()
+
+    def summary(self) -> str:
+        """`validation PASSED: 2 passed, 0 failed, 1 skipped over 450 images, 1 target(s)`."""
+        n = self.counts
+        return (f"validation {'PASSED' if self.passed else 'FAILED'}: {n['passed']} passed, {n['failed']} failed, "
+                f"{n['skipped']} skipped over {self.data['images']} images, {len(self.targets)} target(s)")
 
     @property
     def exit_code(self) -> int:
@@ -83,13 +106,16 @@ class ValidationReport:
         for target in self.targets:
             show_output = len(target.outputs) > 1
             out.extend(c.line(show_output) for c in target.checks)
+            out.extend(f"WARNING | {c.target} | {f'{c.output}: ' if show_output else ''}{c.metric} | {c.warning}"
+                       for c in target.checks if c.warning)
             if target.layerwise is not None:
                 out.append(target.layerwise.line())
         return out
 
     def to_dict(self) -> dict:
         return {
-            "format": REPORT_FORMAT, "passed": self.passed, "exit_code": self.exit_code,
+            "format": REPORT_FORMAT, "passed": self.passed, "exit_code": self.exit_code, "summary": self.summary(),
+            "counts": self.counts, "warnings": self.warnings,
             "recipe": self.recipe, "reference": self.reference, "data": self.data,
             "tolerances": self.tolerances, "timing": self.timing, "libraries": self.libraries,
             "targets": [t.to_dict() for t in self.targets],
@@ -133,7 +159,7 @@ def junit_xml(report: ValidationReport) -> str:
 _COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2")
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}
-.PASSED{color:#1a7f37;font-weight:600}.FAILED{color:#cf222e;font-weight:600}.SKIPPED{color:#888}
+.WARNING{color:#9a6700}.PASSED{color:#1a7f37;font-weight:600}.FAILED{color:#cf222e;font-weight:600}.SKIPPED{color:#888}
 svg{background:#fff;border:1px solid #ddd;margin:0.5em 0}h2{margin-top:1.6em}"""
 
 
@@ -149,8 +175,21 @@ def _axes(x0, y0, x1, y1) -> list[str]:
             f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="#333"/>']
 
 
-def error_histogram_svg(name: str, comparison: ValidationComparison, colour: str) -> str:
-    """Bars of log10 |logit error| (fixed bins; exact zeros in their own bar at the left)."""
+def _y_ticks(left: int, top: int, height: int, bottom: int, peak: int) -> list[str]:
+    """Count labels (0, half, peak) and light grid lines on the y-axis of a bar plot."""
+    out = []
+    for value in sorted({0, peak // 2, peak}):
+        y = height - bottom - (height - top - bottom) * value / max(peak, 1)
+        out.append(f'<text x="{left - 4}" y="{y + 3:.1f}" font-size="10" text-anchor="end">{value}</text>')
+        if value:
+            out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + 4}" y2="{y:.1f}" stroke="#333"/>')
+    return out
+
+
+def error_histogram_svg(name: str, comparison: ValidationComparison, colour: str,
+                        allowed: Optional[float] = None) -> str:
+    """Bars of log10 |logit error| (fixed bins; exact zeros in their own bar at the left), the
+    y-axis in counts (one per output value compared), `allowed` (the max_abs_error tolerance) dashed."""
     width, height, left, right, top, bottom = 640, 240, 50, 20, 28, 40
     counts = [comparison.hist[0], *comparison.hist[1:]]
     labels = ["0"] + [f"<= {e:.2g}" for e in HIST_EDGES] + [f"> {HIST_EDGES[-1]:.2g}"]
@@ -165,7 +204,20 @@ def error_histogram_svg(name: str, comparison: ValidationComparison, colour: str
         h = (height - top - bottom) * count / peak
         x = left + i * bar
         body.append(f'<rect class="bar" x="{x:.1f}" y="{height - bottom - h:.1f}" width="{max(bar - 1, 1):.1f}" '
-                    f'height="{h:.1f}" fill="{colour}"><title>{labels[i]}: {count} ({100 * count / total:.1f}%)</title></rect>')
+                    f'height="{h:.1f}" fill="{colour}"><title>{html.escape(labels[i])}: {count} '
+                    f'({100 * count / total:.1f}%)</title></rect>')
+    body.extend(_y_ticks(left, top, height, bottom, peak))
+    body.append(f'<text x="12" y="{(top + height - bottom) / 2:.1f}" font-size="11" text-anchor="middle" '
+                f'transform="rotate(-90 12 {(top + height - bottom) / 2:.1f})">logits</text>')
+    if allowed is not None and allowed > 0:
+        # Edge HIST_EDGES[k] sits at the right of bar k + 1 (bar 0 holds exact zeros).
+        position = min(max((math.log10(allowed) + 9) * 4 + 2, 1.0), float(n))
+        x = left + position * bar
+        body.append(f'<line class="tolerance" x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{height - bottom}" '
+                    f'stroke="#e45756" stroke-width="2" stroke-dasharray="5,4"><title>tolerance: max abs error '
+                    f'{html.escape(f"<= {allowed:.3g}")}</title></line>'
+                    f'<text x="{x - 3:.1f}" y="{top + 10}" font-size="10" text-anchor="end">'
+                    f'tolerance {allowed:.3g}</text>')
     ticks = [(0.5, "0")] + [(i + 1.0, f"1e{round(math.log10(HIST_EDGES[i - 1]))}") for i in range(1, n - 1, 8)]
     for position, text in ticks:  # bar i (i >= 1) holds errors up to HIST_EDGES[i - 1]: tick at its right edge
         body.append(f'<text x="{left + position * bar:.1f}" y="{height - bottom + 14}" font-size="10" '
@@ -175,12 +227,14 @@ def error_histogram_svg(name: str, comparison: ValidationComparison, colour: str
     return _svg_frame(width, height, f"{name}: distribution of |logit error|", body, "histogram")
 
 
-def class_delta_svg(name: str, per_class: dict, colour: str) -> str:
-    """Per-class top-1 accuracy of the target minus the reference's, in points."""
+def class_delta_svg(name: str, per_class: dict, colour: str, allowed_drop: Optional[float] = None) -> str:
+    """Per-class top-1 accuracy of the target minus the reference's, in points (the y-axis),
+    `allowed_drop` (the recipe's top1_accuracy_drop_max) dashed."""
     width, height, left, right, top, bottom = 640, 240, 50, 20, 28, 40
     classes = list(per_class)
     deltas = [100 * (v["target_accuracy"] - v["reference_accuracy"]) for v in per_class.values()]
-    span = max(max((abs(d) for d in deltas), default=0.0), 1.0)
+    samples = [v.get("samples", 0) for v in per_class.values()]
+    span = max(max((abs(d) for d in deltas), default=0.0), 1.0, allowed_drop or 0.0)
     mid = top + (height - top - bottom) / 2
     scale = (height - top - bottom) / 2 / span
     bar = (width - left - right) / max(len(classes), 1)
@@ -188,12 +242,21 @@ def class_delta_svg(name: str, per_class: dict, colour: str) -> str:
     body.append(f'<line x1="{left}" y1="{mid}" x2="{width - right}" y2="{mid}" stroke="#999" stroke-dasharray="3,3"/>')
     body.append(f'<text x="{left - 4}" y="{top + 8}" font-size="10" text-anchor="end">+{span:.2g}</text>')
     body.append(f'<text x="{left - 4}" y="{height - bottom}" font-size="10" text-anchor="end">-{span:.2g}</text>')
+    body.append(f'<text x="{left - 4}" y="{mid + 3}" font-size="10" text-anchor="end">0</text>')
+    body.append(f'<text x="12" y="{mid:.1f}" font-size="11" text-anchor="middle" transform="rotate(-90 12 {mid:.1f})">'
+                'points</text>')
+    if allowed_drop is not None:
+        y = mid + allowed_drop * scale
+        body.append(f'<line class="tolerance" x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#e45756" '
+                    f'stroke-width="2" stroke-dasharray="5,4"/><text x="{width - right}" y="{y - 3:.1f}" font-size="10" '
+                    f'text-anchor="end">allowed drop {allowed_drop:g} points (overall)</text>')
     for i, (cls, delta) in enumerate(zip(classes, deltas)):
         h = abs(delta) * scale
         y = mid - h if delta > 0 else mid
         fill = colour if delta >= 0 else "#e45756"
         body.append(f'<rect class="bar" x="{left + i * bar:.1f}" y="{y:.1f}" width="{max(bar - 1, 1):.1f}" '
-                    f'height="{max(h, 0.5):.1f}" fill="{fill}"><title>class {html.escape(cls)}: {delta:+.2f} points</title></rect>')
+                    f'height="{max(h, 0.5):.1f}" fill="{fill}"><title>class {html.escape(cls)}: {delta:+.2f} points '
+                    f'on {samples[i]} images</title></rect>')
         if len(classes) <= 40:
             body.append(f'<text x="{left + (i + 0.5) * bar:.1f}" y="{height - bottom + 14}" font-size="10" '
                         f'text-anchor="middle">{html.escape(cls)}</text>')
@@ -248,6 +311,8 @@ def html_report(report: ValidationReport) -> str:
              f"<p>recipe <b>{html.escape(report.recipe)}</b>; reference {html.escape(report.reference)}; data "
              f"{html.escape(str(report.data.get('source')))}, {report.data.get('images')} images, "
              f"{report.data.get('crops', 1)} crop(s){'' if not report.data.get('shard') else ', shard ' + html.escape(str(report.data['shard']))}.</p>",
+             f"<p>{html.escape(report.summary())}</p>",
+             *(f"<p class='WARNING'>WARNING: {html.escape(w)}</p>" for w in report.warnings),
              "<table><tr><th>status</th><th>target</th><th>output</th><th>metric</th><th>value</th><th>tolerance</th></tr>"]
     for c in report.checks:
         value = "n/a" if c.value is None else f"{c.value:.6g}"
@@ -265,9 +330,15 @@ def html_report(report: ValidationReport) -> str:
                          + (f", top-1 accuracy {100 * s['labels']['reference_top1_accuracy']:.2f}% -> "
                             f"{100 * s['labels']['target_top1_accuracy']:.2f}% (McNemar p={s['labels']['mcnemar']['p_value']:.3g})"
                             if "labels" in s else "") + "</p>")
-            parts.append(error_histogram_svg(f"{target.name} / {name}", comparison, colour))
+            tolerance = report.tolerances.get(target.precision) or {}
+            allowed = None
+            if tolerance.get("max_abs_error_rel") is not None or tolerance.get("max_abs_error") is not None:
+                allowed = (tolerance.get("max_abs_error_rel") or 0.0) * comparison.max_abs_reference + \
+                    (tolerance.get("max_abs_error") or 0.0)
+            parts.append(error_histogram_svg(f"{target.name} / {name}", comparison, colour, allowed))
             if "labels" in s:
-                parts.append(class_delta_svg(f"{target.name} / {name}", s["labels"]["per_class"], colour))
+                parts.append(class_delta_svg(f"{target.name} / {name}", s["labels"]["per_class"], colour,
+                                             tolerance.get("top1_accuracy_drop_max")))
         if target.layerwise is not None and target.layerwise.layers:
             parts.append(f"<p>{html.escape(target.layerwise.line())}</p>")
             parts.append(layerwise_svg(target.layerwise, colour))

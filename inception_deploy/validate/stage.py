@@ -142,7 +142,8 @@ def _target(target, recipe, backend: str, timeout: Optional[float]) -> _Target:
 def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=None, labels=None,
              max_images: Optional[int] = None, output_dir=None, batch_size: int = 32, layerwise: bool = False,
              crops: int = 1, shard=None, progress: bool = True, backend: str = "ort-cpu",
-             trust_checkpoint: bool = False, fp32_onnx=None, timeout: Optional[float] = None) -> ValidationReport:
+             trust_checkpoint: bool = False, fp32_onnx=None, timeout: Optional[float] = None,
+             strict: bool = False) -> ValidationReport:
     """Validate `targets` against the reference; write report.json/junit.xml/report.html to `output_dir`.
 
     targets: .onnx graphs, .plan files and served models (triton://HOST:PORT/MODEL[/VERSION];
@@ -152,6 +153,7 @@ def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=
     data: image folder, .npy/.npz, digits-holdout, synthetic[:N] (default: the recipe's data.validation).
     fp32_onnx: the reference's FP32 ONNX export, when one exists (layer-wise compares against
     it instead of exporting the PyTorch model again).
+    strict: a SKIPPED check (e.g. accuracy without labels) fails instead of being counted as skipped.
     The returned report's `exit_code` is the verdict (0 pass, 1 fail); bad input raises UserError.
     """
     from ..recipes import resolve_recipe
@@ -193,6 +195,8 @@ def validate(recipe, weights=None, reference=None, targets: Sequence = (), data=
         timing={"seconds": seconds, "images_per_second": images / seconds if seconds else None},
         libraries=library_versions(),
     )
+    if strict:
+        report.fail_skipped()
     if output_dir is not None:
         report.write(output_dir)
     return report
