@@ -186,15 +186,16 @@ class Dataset:
         return inputs, labels, idx
 
 
-def choose_indices(dataset: Dataset, count: Optional[int], seed: int = 0, allow_fewer: bool = False) -> np.ndarray:
-    """A deterministic choice of `count` items, stratified by class when labels exist."""
+def choose_indices(dataset: Dataset, count: Optional[int], seed: int = 0, allow_fewer: bool = False,
+                   flags: tuple[str, str] = ("--calib-count", "--allow-fewer")) -> np.ndarray:
+    """A deterministic choice of `count` items, stratified by class when labels exist. More
+    than the dataset holds is an error naming `flags` (the count's option, the allow option)
+    unless `allow_fewer`."""
     total = len(dataset)
     if count is None or count >= total:
         if count is not None and count > total and not allow_fewer:
-            raise UserError(
-                f"{dataset.name} has {total} images, fewer than the {count} asked for; "
-                "lower the count or allow fewer"
-            )
+            raise UserError(f"{dataset.name} has {total} images, fewer than the {count} asked for; "
+                            f"pass {flags[0]} {total} (or fewer), or {flags[1]} to use all {total}")
         return np.arange(total)
     rng = np.random.default_rng(seed)
     if dataset.labels is None:

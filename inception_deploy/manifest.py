@@ -10,6 +10,7 @@ artifact can always say where it came from.
 from __future__ import annotations
 
 import json
+import os
 import platform
 from importlib import metadata
 from typing import Optional
@@ -55,8 +56,29 @@ def add_stage(manifest: dict, stage: str, inputs: Optional[dict] = None, **detai
     return updated
 
 
+def read_manifest(artifact) -> Optional[dict]:
+    """The manifest of an artifact, None when it has none (a graph made elsewhere): an
+    onnx.ModelProto, an .onnx path (read without its external weights), or a TensorRT plan
+    path (the JSON written beside it, engine/manifest.py)."""
+    if not isinstance(artifact, (str, os.PathLike)):
+        return read_onnx_manifest(artifact)
+    from .engine.plan_files import is_plan
+
+    if is_plan(artifact):
+        from .engine.manifest import read_manifest as read_plan_manifest
+
+        manifest = read_plan_manifest(artifact)
+        return None if manifest is None else manifest.model_dump(mode="json")
+    from .artifact import load_onnx
+
+    return load_onnx(artifact, load_external_data=False).manifest
+
+
 def read_onnx_manifest(model) -> Optional[dict]:
-    """The manifest of an onnx.ModelProto, or None for a graph made elsewhere."""
+    """The manifest of an onnx.ModelProto (or an .onnx path, through read_manifest), or None
+    for a graph made elsewhere."""
+    if isinstance(model, (str, os.PathLike)):
+        return read_manifest(model)
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
             try:

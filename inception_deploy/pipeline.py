@@ -90,7 +90,7 @@ def _lint(state: PipelineState) -> None:
         verdict = "PASSED" if report else "FAILED"
         state.lines.append(f"{verdict} | lint tensorrt-11 | {state.artifacts[name].name} | "
                            f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
-        state.lines += [f"  {finding}" for finding in report.errors[:10]]
+        state.lines += [f"  {finding}" for finding in (report.errors + report.warnings)[:10]]
 
 
 def _build_engines(state: PipelineState) -> None:

@@ -269,3 +269,14 @@ def test_calibration_set_reads_its_images_once_and_replays_them(digits_recipe):
     assert np.array_equal(subset, fresh)
     subset_indices = set(choose_indices(dataset, 10, seed=0).tolist())
     assert subset_indices <= set(choose_indices(dataset, 40, seed=0).tolist())
+
+
+def test_fewer_images_than_asked_names_both_flags(digits_opt_onnx, tmp_path):
+    ten = tmp_path / "ten.npy"
+    np.save(ten, np.random.default_rng(0).standard_normal((10, 3, 64, 64)).astype(np.float32))
+    result = CliRunner().invoke(main, ["quantize", str(digits_opt_onnx), "--int8", "--calib-data", str(ten),
+                                       "--calib-count", "20", "-o", str(tmp_path / "x.int8.onnx")])
+    assert result.exit_code == 2
+    assert result.output == (f"error: {ten} has 10 images, fewer than the 20 asked for; pass --calib-count 10 "
+                             "(or fewer), or --allow-fewer to use all 10\n")
+    assert not (tmp_path / "x.int8.onnx").exists()

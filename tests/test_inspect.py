@@ -107,3 +107,24 @@ def test_inspect_bad_input(tmp_path):
     bad.write_bytes(b"\x00garbage")
     result = runner.invoke(main, ["inspect", str(bad)])
     assert result.exit_code == 2 and result.output.startswith(f"error: {bad}: not a readable ONNX model")
+
+
+def test_read_manifest_takes_a_path_or_a_model_and_inspect_prints_it(digits_onnx, tmp_path):
+    from inception_deploy.manifest import read_manifest, read_onnx_manifest
+
+    by_path = read_manifest(digits_onnx)
+    assert by_path == read_manifest(str(digits_onnx)) == read_manifest(onnx.load(str(digits_onnx)))
+    assert read_onnx_manifest(digits_onnx) == by_path  # the ONNX reader takes a path too
+    assert by_path["recipe"] == "googlenet-digits" and by_path["stage"] == "export"
+    result = CliRunner().invoke(main, ["inspect", str(digits_onnx), "--manifest"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == by_path
+    summary = CliRunner().invoke(main, ["inspect", str(digits_onnx)])
+    assert "manifest: recipe googlenet-digits, made by export (inception-deploy" in summary.output
+    # A graph made elsewhere has none: said in one line, exit 2 for --manifest.
+    _qdq_graph(tmp_path / "q.onnx")
+    assert read_manifest(tmp_path / "q.onnx") is None
+    assert "manifest: none (a graph made elsewhere)" in CliRunner().invoke(main, ["inspect", str(tmp_path / "q.onnx")]).output
+    refused = CliRunner().invoke(main, ["inspect", str(tmp_path / "q.onnx"), "--manifest"])
+    assert refused.exit_code == 2
+    assert refused.output == f"error: {tmp_path / 'q.onnx'}: carries no inception-deploy manifest (made elsewhere)\n"

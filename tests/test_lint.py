@@ -484,6 +484,22 @@ def test_qdq_between_conv_and_relu_is_a_warning():
         "fuses them [qdq-conv-relu]"]
 
 
+def test_layer_quantize_kept_float_is_info_not_a_warning():
+    """A quantize run records its exclusions in the manifest; lint reads them back."""
+    from inception_deploy.manifest import new_manifest, write_onnx_manifest
+
+    model = qdq_between_conv_and_relu_model()
+    manifest = new_manifest("export")
+    manifest["history"].append({"stage": "quantize", "excluded": [{"node": "conv", "op_type": "Conv",
+                                                                   "reason": "classifier"}]})
+    write_onnx_manifest(model, manifest)
+    report = lint_model(model)
+    assert [str(f) for f in report.infos] == [
+        "info: Conv 'conv': kept float on purpose by quantize (classifier) [qdq-conv-inputs]"]
+    assert [f.rule for f in report.warnings] == ["qdq-conv-relu"]
+    assert report.summary().endswith("1 warnings, 1 info")
+
+
 def test_fp16_conv_with_fp32_bias_mixes_types():
     assert errors_of(lint_model(fp16_model(bias_dtype=np.float32))) == [
         "error: Conv 'conv': mixes float types ('b' FLOAT, 'w' FLOAT16, 'x16' FLOAT16); strongly typed TensorRT does "
@@ -528,9 +544,11 @@ def test_invalid_onnx_is_reported():
 def test_unreadable_input_is_a_user_error(tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\xff\xfe not a protobuf")
-    with pytest.raises(UserError, match=r"junk.onnx: not a readable ONNX model \(DecodeError\); pass an .onnx file"):
+    # The one ONNX loader's messages (onnx_reader), as every other stage gives them.
+    with pytest.raises(UserError, match=r"junk.onnx: not a readable ONNX model \(DecodeError: truncated, or another "
+                                        r"format\); export it again"):
         lint_model(junk)
-    with pytest.raises(UserError, match=r"missing.onnx: no such ONNX file"):
+    with pytest.raises(UserError, match=r"model not found: .*missing.onnx"):
         lint_model(tmp_path / "missing.onnx")
 
 
@@ -576,8 +594,8 @@ def test_cli_unreadable_input_exits_2(tmp_path):
     junk.write_text("hello")
     result = CliRunner().invoke(main, ["lint", str(junk)])
     assert result.exit_code == 2
-    assert result.output == (f"error: {junk}: not a readable ONNX model (DecodeError); pass an .onnx file written by "
-                             "`inception-deploy export` or torch.onnx.export\n")
+    assert result.output == (f"error: {junk}: not a readable ONNX model (DecodeError: truncated, or another format); "
+                             "export it again (inception-deploy export) or give the .onnx it was made from\n")
 
 
 # --- the corpus: every graph above, by name (tests/test_lint_vs_rtx.py feeds them to TensorRT-RTX) ---

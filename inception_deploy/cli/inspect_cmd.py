@@ -11,8 +11,15 @@ import click
 @click.option("--input-shape", default=None, metavar="N,C,H,W", help="fix the input shape (default: batch 1, the graph's size)")
 @click.option("--layers", "show_layers", is_flag=True, help="also list every compute layer")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="write the inspection as JSON")
-def command(model, input_shape, show_layers, json_path):
-    """Describe an ONNX graph: inputs/outputs, ops, params and multiply-adds per block, INT8 layers."""
+@click.option("--manifest", "show_manifest", is_flag=True,
+              help="print the artifact's manifest (recipe, preprocessing, every stage that made it) as JSON and stop; "
+                   "works for .onnx graphs and TensorRT plans")
+def command(model, input_shape, show_layers, json_path, show_manifest):
+    """Describe an ONNX graph: inputs/outputs, ops, params and multiply-adds per block, INT8 layers.
+    With --manifest, print the manifest of a graph or a plan instead."""
+    if show_manifest:
+        _print_manifest(model)
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -36,6 +43,7 @@ def command(model, input_shape, show_layers, json_path):
             io.add_row(kind, item["name"], item["dtype"], str(item["shape"]))
     console.print(io)
     console.print("ops: " + ", ".join(f"{op} {n}" for op, n in info.op_counts.items()))
+    console.print(_manifest_line(info.manifest), highlight=False)
     paper = {row["block"]: row for row in info.paper_comparison() or []}
     blocks = Table(title=f"cost at input {info.input_shape}: {info.params / 1e6:.3f} M params, {info.macs / 1e9:.3f} G multiply-adds")
     for col in ("block", "layers", "params", "MACs (M)", *(("paper (M)", "vs paper", "with 5x5 branch3") if paper else ())):
@@ -67,3 +75,26 @@ def command(model, input_shape, show_layers, json_path):
     if json_path:
         write_json_atomic(json_path, info.to_dict())
         click.echo(f"wrote {json_path}")
+
+
+def _manifest_line(manifest) -> str:
+    if not manifest:
+        return "manifest: none (a graph made elsewhere)"
+    stages = " -> ".join(entry.get("stage", "?") for entry in manifest.get("history", []))
+    return (f"manifest: recipe {manifest.get('recipe')}, made by {stages} (inception-deploy "
+            f"{manifest.get('toolkit_version')}); `inspect --manifest` prints all of it")
+
+
+def _print_manifest(model) -> None:
+    import json
+    from pathlib import Path
+
+    from ..errors import UserError
+    from ..manifest import read_manifest
+
+    if not Path(model).is_file():
+        raise UserError(f"model not found: {model}")
+    manifest = read_manifest(model)
+    if manifest is None:
+        raise UserError(f"{model}: carries no inception-deploy manifest (made elsewhere)")
+    click.echo(json.dumps(manifest, indent=2, sort_keys=True))

@@ -2,7 +2,8 @@
 
 `lint_model(path_or_model, target="tensorrt-11")` checks every node against what
 TensorRT's ONNX parser imports (op types, opsets, types, attributes), the Q/DQ patterns it
-quantizes well, strong typing, and dynamic dimensions; build-engine runs it first.
+quantizes well, strong typing, and dynamic dimensions; build-engine runs it first. Layers a
+quantize run kept float on purpose (the exclusions its manifest records) are info, not warnings.
 The rules are small objects listed in RULES, one module per family.
 """
 
@@ -20,39 +21,25 @@ from .targets import DEFAULT_TARGET, TARGET_CHOICES, Target, parse_target
 
 RULES: list[Rule] = [*support.RULES, *attributes.RULES, *qdq.RULES, *strong_typing.RULES, *shapes.RULES]
 
-ModelLike = Union[str, os.PathLike, bytes, "onnx.ModelProto"]  # noqa: F821
-
-
-def load_onnx(model_or_path: ModelLike):
-    """An onnx.ModelProto from a path, bytes or a ModelProto; UserError when unreadable."""
-    model, source, _ = _load(model_or_path)
-    return model, source
+ModelLike = Union[str, os.PathLike, "onnx.ModelProto"]  # noqa: F821
 
 
 def _load(model_or_path: ModelLike):
-    """(model, source, sha256 of the bytes read; None for a ModelProto)."""
-    import hashlib
-
+    """(model, source, sha256 of the file read; None for a ModelProto). Files are read by the
+    one ONNX loader (artifact.load_onnx: parsed, structure-checked, manifest parsed), without
+    their external weights, which no rule reads."""
     import onnx
+
+    from ..artifact import load_onnx
+    from ..fileio import sha256_file
 
     if isinstance(model_or_path, onnx.ModelProto):
         return model_or_path, "<model>", None
-    if isinstance(model_or_path, bytes):
-        source, data = "<bytes>", model_or_path
-    else:
-        path = Path(model_or_path)
-        source = str(path)
-        if not path.is_file():
-            raise UserError(f"{path}: no such ONNX file; pass the path of an .onnx model")
-        data = path.read_bytes()
-    try:
-        model = onnx.load_model_from_string(data)
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise UserError(f"{source}: not a readable ONNX model ({type(exc).__name__}); pass an .onnx file "
-                        "written by `inception-deploy export` or torch.onnx.export") from None
+    path = Path(model_or_path)
+    model = load_onnx(path, load_external_data=False).model
     if not model.graph.node:
-        raise UserError(f"{source}: the ONNX graph has no nodes; pass an .onnx model")
-    return model, source, hashlib.sha256(data).hexdigest()
+        raise UserError(f"{path}: the ONNX graph has no nodes; pass an .onnx model")
+    return model, str(path), sha256_file(path)
 
 
 def lint_model(model_or_path: ModelLike, target: str | Target = DEFAULT_TARGET,
@@ -70,4 +57,4 @@ def lint_model(model_or_path: ModelLike, target: str | Target = DEFAULT_TARGET,
 
 
 __all__ = ["DEFAULT_TARGET", "Finding", "LintReport", "NodeRule", "RULES", "Rule", "TARGET_CHOICES", "Target",
-           "lint_model", "load_onnx", "parse_target"]
+           "lint_model", "parse_target"]

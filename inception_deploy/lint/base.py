@@ -29,6 +29,9 @@ class Rule:
     def warning(self, where: str, message: str) -> Finding:
         return Finding("warning", self.id, where, message)
 
+    def info(self, where: str, message: str) -> Finding:
+        return Finding("info", self.id, where, message)
+
 
 class NodeRule(Rule):
     """A rule that looks at nodes one at a time; `op_types` None: every node."""

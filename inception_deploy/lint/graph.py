@@ -35,6 +35,21 @@ class GraphView:
         self.initializers = {t.name: t for t in self.graph.initializer}
         self.names = {id(n): describe_node(n, i) for i, n in enumerate(self.nodes)}
 
+    @cached_property
+    def kept_float(self) -> dict[str, str]:
+        """Nodes the last quantize run kept out of INT8 on purpose, name -> reason (the exclusions
+        its manifest records); empty for a graph without a manifest."""
+        from ..errors import UserError
+        from ..manifest import read_onnx_manifest
+
+        try:
+            manifest = read_onnx_manifest(self.model) or {}
+        except UserError:  # an unreadable manifest is no reason to stop linting the graph
+            return {}
+        runs = [entry for entry in manifest.get("history", []) if entry.get("stage") == "quantize"]
+        excluded = runs[-1].get("excluded", []) if runs else []
+        return {item["node"]: item.get("reason", "") for item in excluded if isinstance(item, dict) and "node" in item}
+
     # --- structure -------------------------------------------------------------------
     @cached_property
     def producers(self) -> dict[str, onnx.NodeProto]:

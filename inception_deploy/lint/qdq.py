@@ -188,7 +188,11 @@ class QDQWeightedInputsRule(NodeRule):
                                     f"'{input_at(node, 0 if plain == 'data' else 1)}' is not; TensorRT runs it in float: "
                                     f"put a Q/DQ pair on the {plain} input too (or on neither)")
         elif not data_dq and node.op_type in ("Conv", "Gemm"):
-            yield self.warning(where, "no Q/DQ on its inputs: it stays in float inside an INT8 graph")
+            reason = view.kept_float.get(node.name)
+            if reason is not None:
+                yield self.info(where, f"kept float on purpose by quantize ({reason or 'excluded'})")
+            else:
+                yield self.warning(where, "no Q/DQ on its inputs: it stays in float inside an INT8 graph")
 
 
 class QDQActivationPerTensorRule(NodeRule):

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-Severity = Literal["error", "warning"]
+# info: worth knowing, nothing to fix (e.g. a layer quantize kept float on purpose).
+Severity = Literal["error", "warning", "info"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class LintReport:
     def warnings(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == "warning"]
 
+    @property
+    def infos(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "info"]
+
     def __bool__(self) -> bool:
         return not self.errors
 
@@ -49,7 +54,8 @@ class LintReport:
     def summary(self) -> str:
         verdict = "PASSED" if self else "FAILED"
         return (f"{verdict} | {self.source} | {self.target} | {self.nodes_checked} nodes, "
-                f"{len(self.errors)} errors, {len(self.warnings)} warnings")
+                f"{len(self.errors)} errors, {len(self.warnings)} warnings"
+                + (f", {len(self.infos)} info" if self.infos else ""))
 
     def lines(self) -> list[str]:
         return [str(f) for f in self.findings] + [self.summary()]
