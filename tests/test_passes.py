@@ -282,3 +282,24 @@ def test_default_output_name_and_manifest_recipe(digits_onnx_aux, copy_artifact)
     assert any("declared aux output" in note for r in result.records for note in r.notes)
     history = read_manifest(onnx.load(str(result.path)))["history"]
     assert [h["stage"] for h in history] == ["export", "optimize"]
+
+
+def test_export_already_clean_is_said_and_written_as_it_was(digits_onnx, tmp_path):
+    """torch.onnx's eval-mode export has no BatchNorm, Dropout or Identity left: every pass says
+    why it had nothing to do, and the graph is written as it was (no file growth but the manifest)."""
+    target = tmp_path / "digits.opt.onnx"
+    result = CliRunner().invoke(main, ["optimize", str(digits_onnx), "-o", str(target), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert ("fold-batchnorm: nothing to do: no BatchNormalization node (torch.onnx folds BatchNorm into the Conv "
+            "weights when it exports in eval mode)") in result.output
+    assert "eliminate-dropout-identity: nothing to do: no Dropout or Identity node" in result.output
+    assert "graph unchanged: no pass found anything to do in" in result.output
+    before, after = onnx.load(str(digits_onnx)), onnx.load(str(target))
+    assert list(after.graph.node) == list(before.graph.node) and list(after.graph.initializer) == list(before.graph.initializer)
+    assert not after.graph.value_info  # onnx-ir's inferred shapes are not added to an unchanged graph
+    manifest_growth = len(after.metadata_props[0].value) - len(before.metadata_props[0].value)
+    growth = target.stat().st_size - digits_onnx.stat().st_size
+    assert 0 < growth <= manifest_growth + 8, (growth, manifest_growth)  # the manifest's new entry, nothing else
+    assert f"{growth:+,} of manifest" in result.output
+    history = read_manifest(after)["history"][-1]
+    assert history["stage"] == "optimize" and all("nothing_to_do" in p for p in history["passes"])

@@ -44,7 +44,7 @@ def command(graph, output, recipe, passes, keep_outputs, check, data, quiet):
     for record in result.records:
         removed = ", ".join(f"-{n} {op}" for op, n in record.removed.items())
         added = ", ".join(f"+{n} {op}" for op, n in record.added.items())
-        click.echo(f"{record.name}: {', '.join(p for p in (removed, added) if p) or 'no change'}")
+        click.echo(f"{record.name}: {', '.join(p for p in (removed, added) if p) or 'nothing to do: ' + record.idle}")
         for note in record.notes:
             click.echo(f"  {note}")
     for name, c in result.comparisons.items():
@@ -52,4 +52,8 @@ def command(graph, output, recipe, passes, keep_outputs, check, data, quiet):
                    f"({c.relative_error:.2g} of max |output| {c.max_abs_reference:.3g}) | {result.check_inputs}")
     if check == "off":
         click.echo("safety check skipped (--check off)")
+    if result.unchanged:
+        click.echo(f"graph unchanged: no pass found anything to do in {result.input_path.name}; wrote its graph as it "
+                   f"was ({result.bytes_before:,} -> {result.bytes_after:,} bytes: "
+                   f"{result.bytes_after - result.bytes_before:+,} of manifest, the optimize stage's entry)")
     click.echo(f"wrote {result.path}")

@@ -44,6 +44,9 @@ class OptimizeResult:
     allowed: dict = field(default_factory=dict)  # output -> the max abs error the check allowed
     noise_floor: dict = field(default_factory=dict)  # output -> the original's float32 noise floor
     manifest: dict = field(default_factory=dict)
+    unchanged: bool = False  # no pass changed the graph: the input's graph was written as it was
+    bytes_before: int = 0
+    bytes_after: int = 0
 
     @property
     def nodes_before(self) -> int:
@@ -97,7 +100,7 @@ def run_passes(model, names: Sequence[str], ctx: PassContext,
             removed={op: n - after.get(op, 0) for op, n in before.items() if n > after.get(op, 0)},
             added={op: n - before.get(op, 0) for op, n in after.items() if n > before.get(op, 0)},
             nodes_before=sum(before.values()), nodes_after=sum(after.values()),
-            notes=list(notes), seconds=time.perf_counter() - start,
+            notes=list(notes), seconds=time.perf_counter() - start, idle=graph_pass.idle,
         )
         records.append(record)
         log.info("%s: %d -> %d nodes", name, record.nodes_before, record.nodes_after)
@@ -165,6 +168,11 @@ def optimize_onnx(input_path: str | Path, output_path: Optional[str | Path] = No
     counts_before = op_counts(model.graph)
     records, comparisons = _apply(model, names, ctx, checker, check, input_path)
     out_proto = ir.serde.serialize_model(model)
+    # Nothing changed (an export the exporter had already cleaned): write the input's own graph,
+    # not onnx-ir's re-serialization of it, which adds inferred shapes (value_info) and grows the file.
+    unchanged = _same_graph(proto, out_proto)
+    if unchanged:
+        out_proto = proto
     updated = _manifest(manifest, recipe, input_path, records, check, checker, comparisons, out_proto)
     save_onnx(out_proto, target, updated, what="the optimized graph")
     return OptimizeResult(
@@ -174,7 +182,17 @@ def optimize_onnx(input_path: str | Path, output_path: Optional[str | Path] = No
         check_inputs=checker.inputs.source if checker else None, comparisons=comparisons, manifest=updated,
         allowed={k: checker.allowed(c) for k, c in comparisons.items()} if checker else {},
         noise_floor=dict(checker.noise_floor) if checker else {},
+        unchanged=unchanged, bytes_before=input_path.stat().st_size, bytes_after=target.stat().st_size,
     )
+
+
+def _same_graph(before, after) -> bool:
+    """The same nodes in the same order, the same initializers (by name, any order) and the
+    same inputs and outputs; inferred shapes (value_info) do not count."""
+    return (list(before.graph.node) == list(after.graph.node)
+            and list(before.graph.input) == list(after.graph.input)
+            and list(before.graph.output) == list(after.graph.output)
+            and {t.name: t for t in before.graph.initializer} == {t.name: t for t in after.graph.initializer})
 
 
 def _pass_names(passes, recipe, keep_outputs, outputs_before: list[str], input_path: Path) -> list[str]:

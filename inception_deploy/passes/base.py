@@ -35,6 +35,8 @@ class GraphPass:
     """Base of all passes. Subclasses set `name` and implement `run`."""
 
     name: ClassVar[str] = ""
+    # What it means when the pass changed nothing, said to the user ("nothing to do: ...").
+    idle: ClassVar[str] = "nothing matched its pattern"
 
     @classmethod
     def description(cls) -> str:
@@ -207,6 +209,7 @@ class PassRecord:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     check: Optional[dict] = None  # output -> comparison summary (check="each")
+    idle: str = ""  # the pass's `idle` text, when it changed nothing
 
     @property
     def changed(self) -> bool:
@@ -217,4 +220,5 @@ class PassRecord:
             "pass": self.name, "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
             "removed": self.removed, "added": self.added, "notes": self.notes,
             "seconds": round(self.seconds, 3), **({"check": self.check} if self.check else {}),
+            **({} if self.changed else {"nothing_to_do": self.idle}),
         }

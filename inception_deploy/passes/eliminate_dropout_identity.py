@@ -20,6 +20,7 @@ class EliminateDropoutIdentity(GraphPass):
     """Dropout(x[, ratio, training_mode=False]) -> x and Identity(x) -> x."""
 
     name = "eliminate-dropout-identity"
+    idle = "no Dropout or Identity node (an eval-mode torch.onnx export has no Dropout)"
 
     def run(self, model, ctx: PassContext) -> list[str]:
         import onnx_ir as ir

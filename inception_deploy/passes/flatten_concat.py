@@ -27,6 +27,7 @@ class FlattenConcat(GraphPass):
     """Concat(..., Concat(x, y), ...) on the same axis -> Concat(..., x, y, ...)."""
 
     name = "flatten-concat"
+    idle = "no Concat feeding a Concat on the same axis"
 
     def run(self, model, ctx: PassContext) -> list[str]:
         graph = model.graph

@@ -31,6 +31,7 @@ class FoldBatchNorm(GraphPass):
     """BatchNormalization(Conv|Gemm|MatMul(x, W)) -> Conv|Gemm|MatMul with scaled weights; else Mul+Add."""
 
     name = "fold-batchnorm"
+    idle = "no BatchNormalization node (torch.onnx folds BatchNorm into the Conv weights when it exports in eval mode)"
 
     def run(self, model, ctx: PassContext) -> list[str]:
         notes = []

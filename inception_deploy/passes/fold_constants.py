@@ -22,6 +22,7 @@ class FoldConstants(GraphPass):
     """op(constants...) -> constant, Constant nodes -> initializers (onnxscript's folder)."""
 
     name = "fold-constants"
+    idle = "no constant subgraph (torch.onnx folds constants when it exports)"
 
     def run(self, model, ctx: PassContext) -> list[str]:
         import onnx_ir as ir

@@ -25,6 +25,7 @@ class FusePad(GraphPass):
     """Pad(constant) -> Conv|MaxPool|AveragePool becomes the op with larger `pads`."""
 
     name = "fuse-pad"
+    idle = "no constant Pad before a Conv or pool"
 
     def run(self, model, ctx: PassContext) -> list[str]:
         notes = []

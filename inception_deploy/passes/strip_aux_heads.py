@@ -25,6 +25,7 @@ class StripAuxHeads(GraphPass):
     """Aux classifier outputs (declared or structural) -> removed, with their private subgraph."""
 
     name = "strip-aux-heads"
+    idle = "no aux classifier output (the export kept none: no --keep-aux)"
 
     def run(self, model, ctx: PassContext) -> list[str]:
         graph = model.graph

@@ -43,9 +43,18 @@ class Provenance(enum.Enum):
 
 
 def graph_sha256(model) -> str:
-    """sha256 of the graph alone (nodes, weights, names), not of the file: the manifest in
-    metadata_props changes with every stage's bookkeeping, the graph does not."""
-    return sha256_bytes(model.graph.SerializeToString(deterministic=True))
+    """sha256 of the graph alone (nodes, weights, names, inputs, outputs), not of the file: the
+    manifest in metadata_props changes with every stage's bookkeeping, the graph does not. The
+    inferred shapes (value_info) and the order of the initializers are left out: they change
+    what a tool writes (optimize writes an unchanged graph as it was; onnx-ir adds shapes and
+    reorders weights), not what the graph computes."""
+    graph = type(model.graph)()
+    graph.CopyFrom(model.graph)
+    del graph.value_info[:]
+    weights = sorted(graph.initializer, key=lambda t: t.name)
+    del graph.initializer[:]
+    graph.initializer.extend(weights)
+    return sha256_bytes(graph.SerializeToString(deterministic=True))
 
 
 @dataclass
