@@ -182,10 +182,12 @@ def benchmark(model, backend: str = "ort-cpu", batches: Sequence[int] = (1, 8, 3
         runner = TorchRunner(reference.module, recipe.export.input_name, [recipe.export.output_name])
         name = f"{recipe.name} ({reference.weights})"
     else:
+        from .engine.plan_files import is_plan
+
         path = Path(model)
         if not path.is_file():
             raise UserError(f"model not found: {path}")
-        if path.suffix in (".plan", ".engine"):
+        if is_plan(path):
             if backend != "tensorrt":
                 raise UserError(f"{path} is a TensorRT plan; use --backend tensorrt")
             shape, dtype = None, np.float32

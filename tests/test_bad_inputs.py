@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from inception_deploy.cli import main
+from inception_deploy.errors import UserError
 
 
 def _export(*args, output_dir):
@@ -127,3 +129,33 @@ def test_keep_aux_where_the_model_has_none(tmp_path, out, digits_weights):
     torch.save(state, path)
     result = _export("--recipe", "googlenet-digits", "--weights", path, "--keep-aux", output_dir=out)
     _assert_user_error(result, out, f"{path}: the model has no aux heads to keep (weights without aux1/AuxLogits keys, or a graph checkpoint)")
+
+
+@pytest.mark.parametrize("feed, message", [
+    ({"input": np.zeros((2, 3, 64, 64))},
+     ": input 'input' is float64, the graph takes 'input': float32 [batch, 3, 64, 64]; cast it (array.astype(np.float32))"),
+    ({"images": np.zeros((2, 3, 64, 64), np.float32)},
+     " takes input 'input': float32 [batch, 3, 64, 64]; it was fed 'images'"),
+    ({"input": np.zeros((2, 3, 32, 32), np.float32)},
+     ": input 'input' has shape [2, 3, 32, 32], the graph takes 'input': float32 [batch, 3, 64, 64]"),
+])
+def test_runner_names_the_expected_input_for_a_wrong_feed(digits_onnx, feed, message):
+    """Not ONNX Runtime's raw INVALID_ARGUMENT: one line naming what the graph takes."""
+    from inception_deploy.backends import open_runner
+
+    with open_runner(digits_onnx) as runner:
+        with pytest.raises(UserError) as caught:
+            runner.infer(feed)
+        assert str(caught.value) == f"{digits_onnx}{message}"
+        assert caught.value.exit_code == 2
+        assert runner.infer({"input": np.zeros((2, 3, 64, 64), np.float32)})["logits"].shape == (2, 10)
+
+
+def test_build_engine_resolves_its_recipe_against_the_graph(digits_onnx, tmp_path):
+    """build-engine resolves --recipe like every stage: a recipe contradicting the graph's manifest is refused."""
+    result = CliRunner().invoke(main, ["build-engine", str(digits_onnx), "--recipe", "googlenet", "--fp16",
+                                       "-o", str(tmp_path / "g.plan")])
+    assert result.exit_code == 2
+    assert result.output == (f"error: {digits_onnx} was made with preprocessing.mean=[0.5, 0.5, 0.5] but recipe "
+                             "'googlenet' says [0.485, 0.456, 0.406]; use the recipe the artifact was made with\n")
+    assert not (tmp_path / "g.plan").exists()

@@ -34,7 +34,9 @@ def open_runner(artifact, backend: str | None = None, **options) -> Runner:
     if not path.is_file():
         raise UserError(f"artifact not found: {path}")
     if backend is None:
-        backend = "tensorrt" if path.suffix in (".plan", ".engine") else "ort-cpu"
+        from ..engine.plan_files import is_plan  # inside: the engine package's import is not light
+
+        backend = "tensorrt" if is_plan(path) else "ort-cpu"
     if backend == "tensorrt":
         from .tensorrt_backend import TensorRTRunner
 

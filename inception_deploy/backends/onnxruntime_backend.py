@@ -9,12 +9,12 @@ quantize self-check all take their sessions from it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
 from ..errors import MissingDependency
-from .base import Runner
+from .base import InputSpec, Runner, check_feed
 
 _PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -79,6 +79,7 @@ class OnnxRuntimeRunner(Runner):
         self.threads = threads
         self.optimization = optimization
         self.session = None
+        self._specs = None
 
     def activate(self) -> None:
         self.session = create_session(self.model, self.provider, self.threads, optimization=self.optimization)
@@ -91,7 +92,7 @@ class OnnxRuntimeRunner(Runner):
             )
 
     def deactivate(self) -> None:
-        self.session = None
+        self.session, self._specs = None, None
 
     @property
     def input_names(self) -> list[str]:
@@ -101,6 +102,26 @@ class OnnxRuntimeRunner(Runner):
     def output_names(self) -> list[str]:
         return [o.name for o in self.session.get_outputs()]
 
+    @property
+    def input_specs(self) -> list[InputSpec]:
+        if self._specs is None:
+            self._specs = [InputSpec(i.name, _numpy_dtype(i.type), tuple(i.shape)) for i in self.session.get_inputs()]
+        return self._specs
+
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        check_feed(feed, self.input_specs, self._what())
         outputs = self.session.run(None, dict(feed))
         return dict(zip(self.output_names, outputs))
+
+    def _what(self) -> str:
+        return str(self.model) if isinstance(self.model, (str, Path)) else "the graph"
+
+
+def _numpy_dtype(ort_type: str) -> Optional[np.dtype]:
+    """ONNX Runtime's 'tensor(float)' -> float32 ('tensor(bfloat16)' has no numpy name: None)."""
+    name = ort_type.removeprefix("tensor(").removesuffix(")")
+    name = {"float": "float32", "double": "float64"}.get(name, name)
+    try:
+        return np.dtype(name)
+    except TypeError:
+        return None

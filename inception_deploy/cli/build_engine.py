@@ -46,12 +46,12 @@ def command(model, fp16, int8, output, recipe, builder, compute_capability, hard
 
     from ..engine import PrecisionNotMaterialized, build_engine
     from ..errors import UserError
-    from ..recipes import BatchRange, EngineSection, load_recipe
+    from ..recipes import BatchRange, EngineSection
 
     if fp16 and int8:
         raise UserError("give --fp16 or --int8, not both: the graph has one precision")
     precision = "fp16" if fp16 else "int8" if int8 else None
-    section = load_recipe(recipe).engine if recipe else EngineSection()
+    section = _engine_section(recipe, model)
     batch = None
     if any(v is not None for v in (min_batch, opt_batch, max_batch)):
         given = {k: v for k, v in (("min", min_batch), ("opt", opt_batch), ("max", max_batch)) if v is not None}
@@ -86,3 +86,24 @@ def command(model, fp16, int8, output, recipe, builder, compute_capability, hard
     manifest = result.manifest
     click.echo(f"wrote {result.plan_path} ({manifest.precision}, {result.plan_report.builder} for {manifest.targets}, "
                f"{manifest.build_seconds:.1f} s) and {result.manifest_path}")
+
+
+def _engine_section(recipe, model):
+    """The engine section of the recipe resolved like every stage does (--recipe, else the one
+    the graph's manifest names; checked against the graph's preprocessing), else the defaults.
+    A manifest naming a recipe that is not at hand (a graph from another machine) is no error
+    here: the flags and the defaults still build it."""
+    from pathlib import Path
+
+    from ..errors import UserError
+    from ..manifest import read_manifest
+    from ..recipes import EngineSection, resolve_recipe
+
+    manifest = read_manifest(model) if Path(model).is_file() else None  # a missing file: build_engine says so
+    if recipe is not None:
+        return resolve_recipe(recipe, manifest, model).engine
+    try:
+        resolved = resolve_recipe(None, manifest, model)
+    except UserError:
+        resolved = None
+    return resolved.engine if resolved is not None else EngineSection()

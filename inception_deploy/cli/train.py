@@ -12,11 +12,11 @@ from .options import quiet_option, recipe_option, setup_logging
 @quiet_option
 def command(recipe, quiet):
     """Train the bundled test model on scikit-learn's digits; cached, so a second run is free."""
-    from ..recipes import load_recipe
+    from ..recipes import resolve_recipe
     from ..training import read_training_report, trained_weights
 
     setup_logging(quiet)
-    path = trained_weights(load_recipe(recipe or "googlenet-digits"), progress=not quiet)
+    path = trained_weights(resolve_recipe(recipe or "googlenet-digits"), progress=not quiet)
     report = read_training_report(path) or {}
     click.echo(f"weights: {path}")
     if report:

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 from ..errors import MissingDependency, UserError
 from ..fileio import atomic_path, sha256_bytes, sha256_file
 from ..artifact import load_onnx
-from ..lint import LintReport, lint_model, parse_target
+from ..lint import MISSING_ONNX, LintReport, lint_model, parse_target
 from ..lint.graph import GraphView
 from ..lint.targets import DEFAULT_TARGET, RTX_TARGET
 from ..recipes import BatchRange, EngineSection
@@ -160,7 +160,7 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
     if plan_path.resolve() == onnx_path.resolve():
         raise UserError(f"{plan_path}: the plan would overwrite its ONNX input; choose another -o")
 
-    model = load_onnx(onnx_path, load_external_data=False).model
+    model = load_onnx(onnx_path, missing=MISSING_ONNX, load_external_data=False).model
     onnx_sha256 = sha256_file(onnx_path)
     try:
         flavour: Optional[Flavour] = choose_flavour(builder, compute_capabilities=bool(asked_capabilities),

@@ -22,6 +22,7 @@ from .targets import DEFAULT_TARGET, TARGET_CHOICES, Target, parse_target
 RULES: list[Rule] = [*support.RULES, *attributes.RULES, *qdq.RULES, *strong_typing.RULES, *shapes.RULES]
 
 ModelLike = Union[str, os.PathLike, "onnx.ModelProto"]  # noqa: F821
+MISSING_ONNX = "{path}: no such ONNX file; pass the path of an .onnx model"
 
 
 def _load(model_or_path: ModelLike):
@@ -36,7 +37,7 @@ def _load(model_or_path: ModelLike):
     if isinstance(model_or_path, onnx.ModelProto):
         return model_or_path, "<model>", None
     path = Path(model_or_path)
-    model = load_onnx(path, load_external_data=False).model
+    model = load_onnx(path, missing=MISSING_ONNX, load_external_data=False).model
     if not model.graph.node:
         raise UserError(f"{path}: the ONNX graph has no nodes; pass an .onnx model")
     return model, str(path), sha256_file(path)
