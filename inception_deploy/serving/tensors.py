@@ -17,7 +17,6 @@ from typing import Optional
 from ..errors import UserError
 
 ONNX_SUFFIXES = (".onnx",)
-PLAN_SUFFIXES = (".plan", ".engine")
 
 
 # Compute capabilities of Ampere and newer GPUs, as Triton's cc_model_filenames keys: where an
@@ -70,7 +69,9 @@ def read_artifact(path: str | Path) -> ServedArtifact:
         raise UserError(f"artifact not found: {path}")
     if path.suffix in ONNX_SUFFIXES:
         return _onnx_artifact(path)
-    if path.suffix in PLAN_SUFFIXES:
+    from ..engine.plan_files import is_plan
+
+    if is_plan(path):
         return _plan_artifact(path)
     raise UserError(f"{path}: cannot serve a '{path.suffix}' file; give an .onnx graph or a TensorRT .plan")
 
