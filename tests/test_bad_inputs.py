@@ -137,7 +137,8 @@ def test_keep_aux_where_the_model_has_none(tmp_path, out, digits_weights):
     ({"images": np.zeros((2, 3, 64, 64), np.float32)},
      " takes input 'input': float32 [batch, 3, 64, 64]; it was fed 'images'"),
     ({"input": np.zeros((2, 3, 32, 32), np.float32)},
-     ": input 'input' has shape [2, 3, 32, 32], the graph takes 'input': float32 [batch, 3, 64, 64]"),
+     ": input 'input' has shape [2, 3, 32, 32], the graph takes 'input': float32 [batch, 3, 64, 64]; use a recipe "
+     "(--recipe) whose preprocessing size and layout match it"),
 ])
 def test_runner_names_the_expected_input_for_a_wrong_feed(digits_onnx, feed, message):
     """Not ONNX Runtime's raw INVALID_ARGUMENT: one line naming what the graph takes."""

@@ -50,7 +50,7 @@ def check_feed(feed: Mapping[str, np.ndarray], inputs: Sequence[InputSpec], what
             not isinstance(d, int) or d <= 0 or d == n for d, n in zip(spec.shape, array.shape))
         if not fits:
             raise UserError(f"{what}: input '{spec.name}' has shape {list(array.shape)}, the graph takes "
-                            f"{spec.describe()}")
+                            f"{spec.describe()}; use a recipe (--recipe) whose preprocessing size and layout match it")
 
 
 class Runner(abc.ABC):
