@@ -655,4 +655,4 @@ def test_gpu_validate_and_benchmark_a_plan(builder, precision, quantized_graphs,
     plan = tmp_path / f"googlenet-digits.{precision}.plan"
     _build_here(builder, quantized_graphs[precision], precision, "googlenet-digits", plan)
     _command("validate", "--recipe", "googlenet-digits", "--target", plan, "--data", "digits-holdout")
-    _command("benchmark", plan, "--backend", "tensorrt")
+    _command("benchmark", plan)  # --backend auto: the builder the plan's manifest names
