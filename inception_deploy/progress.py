@@ -92,6 +92,7 @@ class ProgressBar:
         self.done = 0.0
         self._bar = self._task = self._ticker = None
         self._started = 0.0
+        self._latest = description  # the last description advance() gave (epoch, loss), for plain lines
 
     def __enter__(self) -> "ProgressBar":
         if not self.enabled:
@@ -123,9 +124,11 @@ class ProgressBar:
         left = ""
         if self.total and self.done > 0:
             left = f", about {_duration(elapsed * (self.total - self.done) / self.done)} left"
-        say(f"{self.description}: {self._count()}, {_duration(elapsed)} elapsed{left}")
+        say(f"{self._latest}: {self._count()}, {_duration(elapsed)} elapsed{left}")
 
     def _count(self) -> str:
+        if not self.total and not self.done:
+            return "preparing"
         done = int(self.done) if float(self.done).is_integer() else round(self.done, 1)
         return f"{done}/{self.total}" if self.total else f"{done}"
 
@@ -139,8 +142,16 @@ class ProgressBar:
             self._bar.__exit__(exc_type, *exc)
             self._bar = None
 
+    def set_total(self, total: int) -> None:
+        """The size of the work, once known (the bar started before it could be counted)."""
+        self.total = total
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
+
     def advance(self, amount: float = 1, description: Optional[str] = None) -> None:
         self.done += amount
+        if description:
+            self._latest = description
         if self._bar is not None:
             self._bar.update(self._task, advance=amount, **({"description": description} if description else {}))
 
