@@ -224,6 +224,7 @@ def _package(state: PipelineState) -> None:
         state.lines += result.lines()
     state.lines.append(f"model repository: {repository} ({models} models; configs parse with Triton's schema)")
     state.artifacts["model-repository"] = repository
+    state.notes["model-repository"] = f"{models} models, configs parsed with Triton's schema"
 
 
 STAGES: list[tuple[str, Callable[[PipelineState], None]]] = [

@@ -32,7 +32,7 @@ SUBCOMMANDS = [(name, command) for name, command in COMMANDS if name]
 def test_every_stage_is_walked():
     names = {name for name, _ in SUBCOMMANDS}
     assert {"run", "export", "optimize", "quantize", "build-engine", "lint", "validate", "validate merge",
-            "benchmark", "inspect", "train-digits"} <= names
+            "benchmark", "inspect", "train-digits", "package"} <= names
 
 
 @pytest.mark.parametrize("name,command", COMMANDS, ids=[n or "main" for n, _ in COMMANDS])
@@ -83,7 +83,7 @@ def test_one_artifact_and_multi_artifact_commands():
     options = {name: {p.name: p for p in _options(command)} for name, command in SUBCOMMANDS}
     for name in ("export", "optimize", "quantize", "build-engine"):
         assert "-o" in options[name]["output"].opts, name
-    for name in ("run", "validate", "validate merge"):
+    for name in ("run", "validate", "validate merge", "package"):
         assert "--output-dir" in options[name]["output_dir"].opts and options[name]["output_dir_alias"].hidden, name
 
 

@@ -38,6 +38,11 @@ def readme_commands(text: str) -> list[str]:
     return commands
 
 
+def needs_server(argv: list[str]) -> bool:
+    """A served model (triton://triton:8000/...) needs the Triton server the README starts on a GPU machine."""
+    return any(a.startswith(("triton://", "triton+grpc://")) for a in argv)
+
+
 def needs_gpu(argv: list[str]) -> bool:
     """Running a plan (validate or benchmark of a .plan) needs an NVIDIA GPU."""
     return argv[0] in ("validate", "benchmark") and any(a.endswith((".plan", ".engine")) for a in argv)
@@ -71,6 +76,7 @@ def test_readme_has_the_command_lines_this_test_runs():
     commands = readme_commands(README.read_text())
     assert len(commands) >= 20
     assert "inception-deploy benchmark out/googlenet-digits.int8.plan" in commands
+    assert not any(" -o " in c and c.split()[1] in ("run", "validate", "package") for c in commands)  # --output-dir
     assert any("--timing-cache out/timing.cache" in c for c in commands)  # a continued line, joined
 
 
@@ -88,7 +94,10 @@ def test_every_readme_command_line_runs_as_written(workdir):
         ran.add(tuple(argv))
         result = CliRunner().invoke(main, argv)
         output = result.output.strip()
-        if needs_gpu(argv) and not gpu:
+        if needs_server(argv):  # no host "triton" here: one line, exit 2, before any data is read
+            assert result.exit_code == 2 and len(output.splitlines()) == 1, (command, output)
+            assert "no Triton server answers at triton:8000" in output or "tritonclient" in output, (command, output)
+        elif needs_gpu(argv) and not gpu:
             assert result.exit_code == 2, (command, output)
             assert len(output.splitlines()) == 1 and output.startswith("error: running out/"), (command, output)
             assert "NVIDIA GPU" in output, (command, output)
