@@ -82,6 +82,19 @@ PREPROCESSING_FLAG_NAMES = {"preprocessing.size": "--input-size", "preprocessing
                             "preprocessing.resize": "--resize", "preprocessing.interpolation": "--interpolation"}
 
 
+def recipe_for_graph(recipe, model, manifest: Optional[dict], path: Path, data_sources: Sequence[Optional[str]],
+                     preprocessing: Optional[dict] = None):
+    """The recipe a stage uses for the graph at `path`: the user's (or the one its manifest
+    names) with the preprocessing flags applied and checked against the graph, else one made
+    from the graph and the flags."""
+    from .recipes import resolve_recipe
+
+    resolved = resolve_recipe(recipe, manifest, path)
+    if resolved is None:
+        return recipe_from_graph(model, path, data_sources, preprocessing or {})
+    return fit_recipe_to_graph(resolved.with_overrides(preprocessing or {}, PREPROCESSING_FLAG_NAMES), model, path)
+
+
 def recipe_from_graph(model, path: Path, data_sources: Sequence[Optional[str]], overrides: dict):
     """A recipe for a graph that has none: I/O and size from the graph, preprocessing from the
     flags (`overrides`, recipe keys), none needed when every data source is preprocessed arrays."""

@@ -72,6 +72,10 @@ def test_quantize_from_preprocessed_arrays_needs_no_recipe(foreign, digits_recip
     assert [i.name for i in graph.graph.input] == ["images"] and graph.graph.output[0].name == "scores"
     assert sum(n.op_type == "QuantizeLinear" for n in graph.graph.node) > 50
     assert _agreement(result.output) >= 90.0
+    # validate, too: the graph made elsewhere is the reference, its own I/O names and size, no recipe
+    result = _invoke("validate", "--reference", foreign, "--target", out, "--data", calib, "-q")
+    assert result.exit_code in (0, 1), result.output  # a verdict, not a usage error
+    assert re.search(r"(PASSED|FAILED) \| theirs.int8.onnx \| top1_agreement \| ", result.output), result.output
 
 
 def test_quantize_from_images_with_the_preprocessing_flags(foreign, digit_images, tmp_path):

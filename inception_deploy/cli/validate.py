@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from .options import (BACKEND_CHOICES, BACKEND_HELP, ONNX_BACKENDS, FROM_RECIPE, common_options, echo, examples,
-                      output_dir_option, recipe_option, resolve_backend, trust_option, weights_option, write_json)
+                      output_dir_option, preprocessing_options, recipe_option, resolve_backend, trust_option,
+                      weights_option, write_json)
 
 
 def _finish(ctx, report, output_dir, json_path=None) -> None:
@@ -48,10 +49,11 @@ def _finish(ctx, report, output_dir, json_path=None) -> None:
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True, help=BACKEND_HELP)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=None, show_default="30",
               help="triton:// targets: seconds to wait for the server per call")
+@preprocessing_options
 @common_options
 @click.pass_context
 def command(ctx, recipe, weights, trust_checkpoint, reference, targets, data, labels, max_images, output_dir,
-            batch_size, layerwise, crops, shard, backend, timeout, json_path, quiet, verbose):
+            batch_size, layerwise, crops, shard, backend, timeout, preprocessing, json_path, quiet, verbose):
     """Compare targets with the reference; exit 0 when all pass, 1 on a parity failure, 2 on bad input."""
     if ctx.invoked_subcommand is not None:
         return
@@ -60,11 +62,31 @@ def command(ctx, recipe, weights, trust_checkpoint, reference, targets, data, la
     for target in targets:  # checked before anything runs: a plan's builder, an .onnx on a plan backend
         resolve_backend(target, backend)
     backend = backend if backend in ONNX_BACKENDS else "ort-cpu"  # the runtime of .onnx targets
-    report = validate(recipe or "googlenet-digits", weights=weights, reference=reference, targets=list(targets),
+    resolved = _recipe(recipe, reference, data, preprocessing)
+    report = validate(resolved, weights=weights, reference=reference, targets=list(targets),
                       data=data, labels=labels, max_images=max_images, output_dir=output_dir, batch_size=batch_size,
                       layerwise=layerwise, crops=int(crops), shard=shard, progress=not quiet, backend=backend,
                       trust_checkpoint=trust_checkpoint, timeout=timeout)
     _finish(ctx, report, output_dir, json_path)
+
+
+def _recipe(recipe, reference, data, preprocessing):
+    """With an .onnx --reference made elsewhere the recipe can come from that graph (its
+    manifest's, or its I/O and size plus the preprocessing flags); else the named one, by
+    default the bundled digits recipe, with the preprocessing flags applied."""
+    from ..recipes import resolve_recipe
+
+    if reference is not None and str(reference).endswith(".onnx"):
+        from pathlib import Path
+
+        from ..artifact import load_onnx
+        from ..graph_recipe import recipe_for_graph
+
+        artifact = load_onnx(reference, missing="reference not found: {path}", load_external_data=False)
+        return recipe_for_graph(recipe, artifact.model, artifact.manifest, Path(reference), [data], preprocessing)
+    from ..graph_recipe import PREPROCESSING_FLAG_NAMES
+
+    return resolve_recipe(recipe or "googlenet-digits").with_overrides(preprocessing, PREPROCESSING_FLAG_NAMES)
 
 
 @command.command("merge", epilog=examples(

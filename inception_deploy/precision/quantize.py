@@ -41,20 +41,15 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
     written there. preprocessing: recipe keys the preprocessing flags set
     (graph_recipe.preprocessing_overrides); for a graph with no recipe they and the graph make one."""
     from ..artifact import load_onnx, save_onnx
-    from ..graph_recipe import PREPROCESSING_FLAG_NAMES, fit_recipe_to_graph, recipe_from_graph
-    from ..recipes import resolve_recipe
+    from ..graph_recipe import recipe_for_graph
 
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}'; choose int8 or fp16")
     input_path = Path(input_path)
     artifact = load_onnx(input_path, missing="{path}: no such ONNX file; pass the FP32 model from "
                                              "`inception-deploy export` or `optimize`", require_float=True)
-    recipe = resolve_recipe(recipe, artifact.manifest, input_path)
-    if recipe is None:  # a graph made elsewhere: what it says, plus the preprocessing flags
-        recipe = recipe_from_graph(artifact.model, input_path, [calib_data], preprocessing or {})
-    else:
-        recipe = fit_recipe_to_graph(recipe.with_overrides(preprocessing or {}, PREPROCESSING_FLAG_NAMES),
-                                     artifact.model, input_path)
+    # A graph made elsewhere needs no recipe: what it says, plus the preprocessing flags.
+    recipe = recipe_for_graph(recipe, artifact.model, artifact.manifest, input_path, [calib_data], preprocessing)
     recipe = recipe.with_overrides({
         "calibration.data": None if calib_data is None else str(calib_data), "calibration.count": calib_count,
         "calibration.method": calib_method, "precision.int8.accuracy_budget": accuracy_budget,
