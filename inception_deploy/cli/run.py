@@ -21,11 +21,10 @@ from .options import (common_options, console, echo, examples, output_dir_option
 def command(recipe, weights, trust_checkpoint, output_dir, json_path, quiet, verbose):
     """Run every stage of a recipe. With no arguments: the bundled digits GoogLeNet on the CPU
     (trained on first use, then cached). Ends with a table of every artifact and its verdict."""
-    from ..pipeline import run_pipeline
+    from ..pipeline import STAGES, run_pipeline
 
     if not quiet:
-        echo(f"run {recipe or 'googlenet-digits'}: export, optimize, quantize (FP16, INT8), lint, build-engine, "
-             f"validate -> {output_dir}/")
+        echo(f"run {recipe or 'googlenet-digits'}: {', '.join(name for name, _ in STAGES)} -> {output_dir}/")
     state = run_pipeline(recipe or "googlenet-digits", weights, output_dir, trust_checkpoint,
                          progress=not quiet, echo=echo)
     console().print(state.summary_table())
