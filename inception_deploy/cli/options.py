@@ -215,12 +215,14 @@ SERVED_BACKENDS = ("triton",)
 BACKEND_CHOICES = ("auto", *ONNX_BACKENDS, *PLAN_BACKENDS, *SERVED_BACKENDS)
 BACKEND_HELP = ("runtime: auto picks TensorRT for a .plan (the builder its manifest names), Triton for a "
                 "triton://HOST:PORT/MODEL and ONNX Runtime on the CPU for an .onnx; ort-cpu, ort-cuda, ort-tensorrt run "
-                ".onnx graphs, tensorrt and tensorrt-rtx run plans, triton a served model")
+                ".onnx graphs, tensorrt runs a plan with the TensorRT that built it (10/11 or RTX), tensorrt-rtx only "
+                "TensorRT-RTX plans, triton a served model")
 
 
 def resolve_backend(artifact, backend: str) -> str:
-    """The runner name for `artifact` under --backend: 'auto' chosen by its kind; a plan's
-    tensorrt/tensorrt-rtx must be the builder that made it (its manifest says which)."""
+    """The runner name for `artifact` under --backend: 'auto' chosen by its kind; `tensorrt` runs
+    any plan with the builder that made it (its manifest says which), `tensorrt-rtx` insists on
+    a TensorRT-RTX plan."""
     from ..errors import UserError
 
     from ..serving.endpoint import is_endpoint
@@ -244,7 +246,7 @@ def resolve_backend(artifact, backend: str) -> str:
             from ..engine.manifest import read_manifest
 
             built_by = plan_flavour(read_manifest(path)).name
-            if built_by != backend:
+            if backend == "tensorrt-rtx" and built_by != backend:  # tensorrt: any plan, run by its own builder
                 raise UserError(f"{path} was built by {built_by}, not {backend}; use --backend {built_by} (or auto)")
         return "tensorrt"
     if backend in ONNX_BACKENDS and is_plan:
