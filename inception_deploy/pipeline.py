@@ -42,7 +42,11 @@ class PipelineState:
         """(stage, artifact, verdict) per artifact: its validation checks' verdict, or why it has none."""
         checks = getattr(self.validation, "checks", [])
         rows = []
-        for stage, path in self.artifacts.items():
+        made = {stage: path for stage, path in self.artifacts.items() if path.suffix}  # files first
+        for precision, plan in self.plans.items():  # plans that could not run here are no validate target
+            made.setdefault(f"{precision}-plan", plan)
+        made.update(self.artifacts)  # then folders (the model repository)
+        for stage, path in made.items():
             statuses = {c.status for c in checks if c.target in (path.name, str(path))}
             if "FAILED" in statuses:
                 verdict = "FAILED"
@@ -71,10 +75,11 @@ class PipelineState:
         return table
 
     def verdict_line(self) -> str:
-        failed = [stage for stage, _, verdict in self.artifact_verdicts() if verdict.startswith("FAILED")]
+        rows = self.artifact_verdicts()
+        failed = [stage for stage, _, verdict in rows if verdict.startswith("FAILED")]
         seconds = sum(self.seconds.values())
         if self.exit_code == 0:
-            return f"run PASSED: {len(self.artifacts)} artifact(s), every check that ran passed ({seconds:.0f} s)"
+            return f"run PASSED: {len(rows)} artifact(s), every check that ran passed ({seconds:.0f} s)"
         named = f" ({', '.join(failed)})" if failed else ""
         return f"run FAILED{named}: see the FAILED lines above (exit {self.exit_code}, {seconds:.0f} s)"
 
@@ -176,7 +181,6 @@ def _build_engines(state: PipelineState) -> None:
         if missing:
             state.lines.append(f"  {result.plan_path.name} is not validated here: running a plan needs "
                                f"{' and '.join(missing)}")
-            state.artifacts[f"{precision}-plan"] = result.plan_path
             state.notes[f"{precision}-plan"] = f"built and truth-checked; not run here (needs {' and '.join(missing)})"
         else:
             state.artifacts[f"{precision}-plan"] = result.plan_path
@@ -186,7 +190,7 @@ def _validate(state: PipelineState) -> None:
     """Every artifact against the PyTorch reference; the verdict is the pipeline's exit code."""
     from .validate import validate
 
-    targets = [path for stage, path in state.artifacts.items() if stage not in state.notes]
+    targets = list(state.artifacts.values())
     report = validate(state.recipe, reference=state.reference, targets=targets,
                       output_dir=state.output_dir / "validation", progress=state.progress,
                       fp32_onnx=state.artifacts.get("fp32"))

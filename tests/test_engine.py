@@ -344,7 +344,7 @@ def test_builder_choice_without_a_gpu(no_tensorrt):
 def test_build_engine_with_a_hardware_compatibility_level_needs_tensorrt(googlenet_onnx, tmp_path, no_tensorrt):
     plan = tmp_path / "g.plan"
     result = CliRunner().invoke(main, ["build-engine", str(googlenet_onnx), "-o", str(plan),
-                                       "--hardware-compatibility", "ampere-plus"])
+                                       "--hardware-compatibility", "ampere-plus", "-q"])
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: build-engine --builder tensorrt needs TensorRT and an NVIDIA GPU")
     assert not plan.exists() and not (tmp_path / "g.plan.json").exists()
