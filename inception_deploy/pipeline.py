@@ -34,6 +34,54 @@ class PipelineState:
     lines: list[str] = field(default_factory=list)  # what the user is shown
     seconds: dict[str, float] = field(default_factory=dict)
     exit_code: int = 0
+    notes: dict[str, str] = field(default_factory=dict)  # artifact name -> why it has no validation verdict
+    calibration_cache: Optional[Path] = None
+    validation: object = None  # the ValidationReport
+
+    def artifact_verdicts(self) -> list[tuple[str, Path, str]]:
+        """(stage, artifact, verdict) per artifact: its validation checks' verdict, or why it has none."""
+        checks = getattr(self.validation, "checks", [])
+        rows = []
+        made = {stage: path for stage, path in self.artifacts.items() if path.suffix}  # files first
+        for precision, plan in self.plans.items():  # plans that could not run here are no validate target
+            made.setdefault(f"{precision}-plan", plan)
+        made.update(self.artifacts)  # then folders (the model repository)
+        for stage, path in made.items():
+            statuses = {c.status for c in checks if c.target in (path.name, str(path))}
+            if "FAILED" in statuses:
+                verdict = "FAILED"
+            elif "PASSED" in statuses:
+                verdict = "PASSED" + (" (some checks SKIPPED)" if "SKIPPED" in statuses else "")
+            elif statuses:
+                verdict = "SKIPPED"
+            else:
+                verdict = self.notes.get(stage, "not validated")
+            rows.append((stage, path, verdict))
+        return rows
+
+    def summary_table(self):
+        """The table `run` ends with: each artifact and its verdict, the reports, the calibration cache."""
+        from rich.table import Table
+
+        table = Table(title=f"run {self.recipe.name}: {self.output_dir}", title_justify="left")
+        for column in ("artifact", "file", "verdict"):
+            table.add_column(column)
+        for stage, path, verdict in self.artifact_verdicts():
+            table.add_row(stage, str(path), verdict)
+        for name, path in getattr(self.validation, "files", {}).items():
+            table.add_row(f"report ({name})", str(path), "")
+        if self.calibration_cache is not None:
+            table.add_row("calibration cache", str(self.calibration_cache), "")
+        return table
+
+    def verdict_line(self) -> str:
+        rows = self.artifact_verdicts()
+        failed = [stage for stage, _, verdict in rows if verdict.startswith("FAILED")]
+        seconds = sum(self.seconds.values())
+        if self.exit_code == 0:
+            return f"run PASSED: {len(rows)} artifact(s), every check that ran passed ({seconds:.0f} s)"
+        named = f" ({', '.join(failed)})" if failed else ""
+        return f"run FAILED{named}: see the FAILED lines above (exit {self.exit_code}, {seconds:.0f} s)"
 
 
 def _export(state: PipelineState) -> None:
@@ -67,6 +115,8 @@ def _quantize(precision: str):
         source = state.artifacts.get("optimized", state.artifacts["fp32"])
         result = quantize_onnx(source, recipe=state.recipe, precision=precision, progress=state.progress)
         state.artifacts[precision] = result.path
+        if getattr(result, "cache_path", None) is not None:
+            state.calibration_cache = result.cache_path
         state.lines += result.lines()
 
     return stage
@@ -101,6 +151,7 @@ def _build_engines(state: PipelineState) -> None:
     from .engine.environment import missing_to_run, plan_flavour
     from .engine.precision_check import PrecisionNotMaterialized
     from .errors import MissingDependency
+    from .progress import working
 
     for precision in ("fp16", "int8"):
         if precision not in state.artifacts:
@@ -111,7 +162,9 @@ def _build_engines(state: PipelineState) -> None:
             state.lines.append(f"SKIPPED | build-engine | {graph.name} failed its lint above")
             continue
         try:
-            result = build_engine(graph, precision=precision, engine=state.recipe.engine, lint_report=lint_report)
+            with working(f"building the {precision.upper()} plan of {graph.name}", enabled=state.progress,
+                         about="TensorRT's builder, usually seconds to a minute"):
+                result = build_engine(graph, precision=precision, engine=state.recipe.engine, lint_report=lint_report)
         except MissingDependency as exc:
             state.lines.append(f"SKIPPED | build-engine | {exc}")
             return
@@ -128,6 +181,7 @@ def _build_engines(state: PipelineState) -> None:
         if missing:
             state.lines.append(f"  {result.plan_path.name} is not validated here: running a plan needs "
                                f"{' and '.join(missing)}")
+            state.notes[f"{precision}-plan"] = f"built and truth-checked; not run here (needs {' and '.join(missing)})"
         else:
             state.artifacts[f"{precision}-plan"] = result.plan_path
 
@@ -140,6 +194,7 @@ def _validate(state: PipelineState) -> None:
     report = validate(state.recipe, reference=state.reference, targets=targets,
                       output_dir=state.output_dir / "validation", progress=state.progress,
                       fp32_onnx=state.artifacts.get("fp32"))
+    state.validation = report
     state.lines += report.lines()
     state.lines.append(f"reports: {state.output_dir / 'validation'}")
     state.exit_code = max(state.exit_code, report.exit_code)
@@ -173,6 +228,7 @@ def _package(state: PipelineState) -> None:
         state.lines += result.lines()
     state.lines.append(f"model repository: {repository} ({models} models; configs parse with Triton's schema)")
     state.artifacts["model-repository"] = repository
+    state.notes["model-repository"] = f"{models} models, configs parsed with Triton's schema"
 
 
 STAGES: list[tuple[str, Callable[[PipelineState], None]]] = [

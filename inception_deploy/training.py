@@ -32,12 +32,23 @@ def cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "inception-deploy"
 
 
-def training_key(recipe) -> str:
-    import torch
+def _torch_version() -> str:
+    """torch's version without importing torch (seconds): the cache check and the training
+    start line come before that import."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        return version("torch").split("+")[0]
+    except PackageNotFoundError:
+        import torch
+
+        return torch.__version__.split("+")[0]
+
+
+def training_key(recipe) -> str:
     return sha256_json({
         "code": TRAINING_CODE_VERSION,
-        "torch": torch.__version__.split("+")[0],
+        "torch": _torch_version(),
         # Class names label the outputs, they do not change what is trained (nor the cached weights' key).
         "model": recipe.model.model_dump(mode="json", exclude={"class_names"}),
         "preprocessing": recipe.preprocessing_dict(),
@@ -67,6 +78,17 @@ def trained_weights(recipe, progress: bool = True) -> Path:
 
 
 def train(recipe, progress: bool = True) -> tuple[dict, dict]:
+    from .progress import ProgressBar
+
+    # The bar starts before torch is imported and the data prepared (together up to a minute on a
+    # loaded machine), so plain progress lines cover that time too.
+    about = (f"on scikit-learn's digits, first run only (then cached in {cache_dir() / 'trained'}); "
+             f"{recipe.training.epochs} epochs, about 2 minutes on 2 cores")
+    with ProgressBar(f"training {recipe.name}", None, progress, transient=False, about=about) as bar:
+        return _train(recipe, bar)
+
+
+def _train(recipe, bar) -> tuple[dict, dict]:
     import torch
     import torch.nn.functional as F
 
@@ -96,24 +118,22 @@ def train(recipe, progress: bool = True) -> tuple[dict, dict]:
                                                    total_steps=cfg.epochs * steps_per_epoch, pct_start=0.2)
     generator = torch.Generator().manual_seed(cfg.seed)
     started = time.perf_counter()
-    from .progress import ProgressBar
-
-    with ProgressBar(f"training {recipe.name}", cfg.epochs * steps_per_epoch, progress, transient=False) as bar:
-        for epoch in range(cfg.epochs):
-            model.train()
-            order = torch.randperm(len(inputs), generator=generator)
-            for start in range(0, len(inputs), cfg.batch_size):
-                batch = order[start:start + cfg.batch_size]
-                x = _shift(inputs[batch], generator)
-                outputs = model.forward_all(x)
-                loss = F.cross_entropy(outputs[0], targets[batch])
-                for aux in outputs[1:]:
-                    loss = loss + cfg.aux_loss_weight * F.cross_entropy(aux, targets[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                bar.advance(1, f"training {recipe.name} epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}")
+    bar.set_total(cfg.epochs * steps_per_epoch)
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(len(inputs), generator=generator)
+        for start in range(0, len(inputs), cfg.batch_size):
+            batch = order[start:start + cfg.batch_size]
+            x = _shift(inputs[batch], generator)
+            outputs = model.forward_all(x)
+            loss = F.cross_entropy(outputs[0], targets[batch])
+            for aux in outputs[1:]:
+                loss = loss + cfg.aux_loss_weight * F.cross_entropy(aux, targets[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            bar.advance(1, f"training {recipe.name} epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}")
     model.eval()
     with torch.no_grad():
         predictions = torch.cat([model(hold_inputs[i:i + 256]).argmax(1) for i in range(0, len(hold_inputs), 256)])

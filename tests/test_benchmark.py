@@ -31,9 +31,16 @@ def test_benchmark_bad_input(digits_onnx, tmp_path):
     assert result.exit_code == 2 and result.output.strip() == "error: --batch '1,x': give comma-separated integers, e.g. 1,8,32"
     result = runner.invoke(main, ["benchmark", str(digits_onnx), "--backend", "tensorrt"])
     assert result.exit_code == 2
-    assert result.output.strip() == (f"error: --backend tensorrt runs TensorRT plans; build one with "
-                                     f"`inception-deploy build-engine {digits_onnx}`")
+    assert result.output.strip() == (f"error: --backend tensorrt runs TensorRT plans and {digits_onnx} is an ONNX "
+                                     f"graph; build one with `inception-deploy build-engine {digits_onnx}`, or use "
+                                     "--backend ort-tensorrt")
     plan = tmp_path / "m.plan"
     plan.write_bytes(b"x")
-    result = runner.invoke(main, ["benchmark", str(plan), "--backend", "tensorrt"])
-    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1  # MissingDependency or a bad plan
+    for backend in (["--backend", "tensorrt"], []):  # auto (the default) picks TensorRT for a .plan
+        result = runner.invoke(main, ["benchmark", str(plan), *backend])
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1  # MissingDependency or a bad plan
+        assert "ort-cpu" not in result.output
+    result = runner.invoke(main, ["benchmark", str(plan), "--backend", "ort-cpu"])
+    assert (result.exit_code, result.output.strip()) == (2, f"error: {plan} is a TensorRT plan and --backend ort-cpu "
+                                                            "runs ONNX graphs; use --backend auto (or tensorrt / "
+                                                            "tensorrt-rtx)")

@@ -84,6 +84,8 @@ def test_fp16_plan_runs_every_convolution_in_half(digits_graphs, tmp_path):
     result = _ok("build-engine", digits_graphs["fp16"], "--fp16", "-o", plan, "--compute-capability", "sm86",
                  "--timing-cache", tmp_path / "timing.cache", "--show-layers")
     assert "PASSED | precision FP16 | 58 Conv/Gemm checked in the engine: 58 FP16" in result.output
+    assert result.output.startswith(f"building the plan of {Path(digits_graphs['fp16']).name}: started, lint, build "
+                                    "with NVIDIA's builder, truth check; usually seconds to a minute\n")
     assert "/conv2/conv/Conv_myl0_6 | correlation | reads FP16 | weights FP16 | writes FP16 | /conv2/conv/Conv, " \
            "/conv2/Relu | conv2" in result.output
     assert ("warning: --timing-cache" in result.output) and not (tmp_path / "timing.cache").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import onnx
 from click.testing import CliRunner
@@ -30,6 +31,14 @@ def test_run_with_no_arguments_makes_and_validates_every_artifact(tmp_path, digi
     else:
         assert "SKIPPED | build-engine | build-engine needs TensorRT-RTX, or TensorRT and an NVIDIA GPU" in result.output
     assert "FAILED" not in result.output
+    # it ends with the summary: each artifact and its verdict, the reports, the calibration cache, one verdict line
+    tail = result.output[result.output.index("run googlenet-digits: out"):]
+    for name in names:
+        assert re.search(rf"│ \S+ +│ out/{re.escape(name)} +│ PASSED", tail), (name, tail)
+    for report_name in ("report.json", "junit.xml", "report.html"):
+        assert f"out/validation/{report_name}" in tail
+    assert re.search(r"│ calibration cache +│ out/googlenet-digits.calib.json +│", tail), tail
+    assert result.output.rstrip().splitlines()[-1].startswith("run PASSED: ")
     report = json.loads((out / "validation" / "report.json").read_text())
     assert report["passed"] is True and report["exit_code"] == 0
     # each artifact's manifest records the whole chain of stages that made it

@@ -72,7 +72,7 @@ def _guarded(command: click.Command) -> click.Command:
             from .preflight import preflight
 
             params = click.get_current_context().params
-            preflight(params)
+            preflight(params, getattr(command, "output_suffixes", ()))
             try:
                 return callback(*args, **kwargs)
             except (InceptionDeployError, click.exceptions.ClickException, click.exceptions.Exit):
@@ -89,7 +89,8 @@ def _guarded(command: click.Command) -> click.Command:
     return command
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="\b\nExamples:\n  inception-deploy run\n  inception-deploy quantize --help")
 @click.version_option(__version__, prog_name="inception-deploy")
 def main() -> None:
     """Take trained Inception networks from PyTorch to ONNX and TensorRT, with proof that nothing was lost."""

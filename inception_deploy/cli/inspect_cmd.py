@@ -5,26 +5,29 @@ from __future__ import annotations
 
 import click
 
+from .options import common_options, console, echo, examples, write_json
 
-@click.command("inspect")
+
+@click.command("inspect", epilog=examples(
+    "inception-deploy inspect out/googlenet.onnx",
+    "inception-deploy inspect out/googlenet.int8.onnx --layers --json inspect.json"))
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--input-shape", default=None, metavar="N,C,H,W", help="fix the input shape (default: batch 1, the graph's size)")
+@click.option("--input-shape", default=None, metavar="N,C,H,W", show_default="batch 1, the graph's size",
+              help="fix the input shape")
 @click.option("--layers", "show_layers", is_flag=True, help="also list every compute layer")
-@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="write the inspection as JSON")
 @click.option("--manifest", "show_manifest", is_flag=True,
               help="print the artifact's manifest (recipe, preprocessing, every stage that made it) as JSON and stop; "
                    "works for .onnx graphs and TensorRT plans")
-def command(model, input_shape, show_layers, json_path, show_manifest):
+@common_options
+def command(model, input_shape, show_layers, show_manifest, json_path, quiet, verbose):
     """Describe an ONNX graph: inputs/outputs, ops, params and multiply-adds per block, INT8 layers.
     With --manifest, print the manifest of a graph or a plan instead."""
     if show_manifest:
         _print_manifest(model)
         return
-    from rich.console import Console
     from rich.table import Table
 
     from ..errors import UserError
-    from ..fileio import write_json_atomic
     from ..inspect import inspect_model
 
     shape = None
@@ -34,16 +37,16 @@ def command(model, input_shape, show_layers, json_path, show_manifest):
         except ValueError:
             raise UserError(f"--input-shape '{input_shape}': give comma-separated integers, e.g. 1,3,224,224") from None
     info = inspect_model(model, shape)
-    console = Console(width=120)
+    out = console(width=120)
     io = Table(title=f"{info.path} ({info.precision}, {info.nodes} nodes)")
     for col in ("", "name", "dtype", "shape"):
         io.add_column(col)
     for kind, items in (("input", info.inputs), ("output", info.outputs)):
         for item in items:
             io.add_row(kind, item["name"], item["dtype"], str(item["shape"]))
-    console.print(io)
-    console.print("ops: " + ", ".join(f"{op} {n}" for op, n in info.op_counts.items()))
-    console.print(_manifest_line(info.manifest), highlight=False)
+    out.print(io)
+    out.print("ops: " + ", ".join(f"{op} {n}" for op, n in info.op_counts.items()))
+    out.print(_manifest_line(info.manifest), highlight=False)
     paper = {row["block"]: row for row in info.paper_comparison() or []}
     blocks = Table(title=f"cost at input {info.input_shape}: {info.params / 1e6:.3f} M params, {info.macs / 1e9:.3f} G multiply-adds")
     for col in ("block", "layers", "params", "MACs (M)", *(("paper (M)", "vs paper", "with 5x5 branch3") if paper else ())):
@@ -55,26 +58,24 @@ def command(model, input_shape, show_layers, json_path, show_manifest):
             row += ([str(p["paper_M"]), f"{p['torchvision_vs_paper_pct']:+.1f}%",
                      f"{p['paper_layout_M']:.1f} ({p['paper_layout_vs_paper_pct']:+.1f}%)"] if p else ["", "", ""])
         blocks.add_row(*row)
-    console.print(blocks)
+    out.print(blocks)
     if paper:
-        console.print("torchvision's GoogLeNet uses a 3x3 conv in the paper's 5x5 branch (branch3.1); "
+        out.print("torchvision's GoogLeNet uses a 3x3 conv in the paper's 5x5 branch (branch3.1); "
                       "'with 5x5 branch3' recounts that conv as 5x5 (x25/9).")
     if info.precision == "int8" or info.int8_layers:
         int8 = info.int8_layers
         others = [layer for layer in info.layers if layer.precision != "INT8"]
-        console.print(f"INT8 layers: {len(int8)} of {len(info.layers)} compute layers")
+        out.print(f"INT8 layers: {len(int8)} of {len(info.layers)} compute layers")
         for layer in others:
-            console.print(f"  not INT8 ({layer.precision}): {layer.module} ({layer.name})")
+            out.print(f"  not INT8 ({layer.precision}): {layer.module} ({layer.name})")
     if show_layers:
         table = Table(title="compute layers")
         for col in ("module", "op", "block", "precision", "params", "MACs (M)"):
             table.add_column(col)
         for layer in info.layers:
             table.add_row(layer.module, layer.op_type, layer.block, layer.precision, f"{layer.params:,}", f"{layer.macs / 1e6:.2f}")
-        console.print(table)
-    if json_path:
-        write_json_atomic(json_path, info.to_dict())
-        click.echo(f"wrote {json_path}")
+        out.print(table)
+    write_json(json_path, info.to_dict())
 
 
 def _manifest_line(manifest) -> str:
@@ -97,4 +98,4 @@ def _print_manifest(model) -> None:
     manifest = read_manifest(model)
     if manifest is None:
         raise UserError(f"{model}: carries no inception-deploy manifest (made elsewhere)")
-    click.echo(json.dumps(manifest, indent=2, sort_keys=True))
+    echo(json.dumps(manifest, indent=2, sort_keys=True))

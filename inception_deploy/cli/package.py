@@ -10,30 +10,30 @@ from __future__ import annotations
 
 import click
 
-from .options import quiet_option, recipe_option
+from .options import common_options, echo, examples, output_dir_option, recipe_option, write_json
 
 
-@click.command("package")
+@click.command("package", epilog=examples(
+    "inception-deploy package out/googlenet-digits.opt.onnx --triton --with-preprocessing --output-dir out/model_repository",
+    "inception-deploy package out/googlenet-digits.int8.plan --triton --output-dir out/model_repository"))
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--triton", "triton", is_flag=True, help="Write a Triton Inference Server model repository (the format).")
-@click.option("--output-dir", "-o", default="model_repository", show_default=True, type=click.Path(file_okay=False),
-              help="the model repository folder (other models in it are left alone)")
-@click.option("--name", default=None, help="model name [default: recipe, precision, '-plan' for plans: "
-                                           "googlenet-digits-int8-plan]")
+@output_dir_option("the model repository folder (other models in it are left alone)", default="model_repository")
+@click.option("--name", default=None, show_default="recipe, precision, '-plan' for plans: googlenet-digits-int8-plan",
+              help="model name")
 @click.option("--version", "model_version", type=int, default=1, show_default=True, help="model version folder")
 @click.option("--instances", type=int, default=1, show_default=True, help="model instances per GPU (or on the CPU)")
 @click.option("--kind", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True,
               help="instance kind; plans run on GPUs only")
 @click.option("--max-batch", type=int, default=None,
-              help="max_batch_size [default: the plan's profile max, or the recipe's engine.batch.max]; "
-                   "at most the plan's profile max")
-@click.option("--dynamic-batching/--no-dynamic-batching", default=None,
-              help="Triton's dynamic batcher, preferred sizes at the profile's opt and max [default: on when the "
-                   "artifact batches]")
+              show_default="the plan's profile max, or the recipe's engine.batch.max",
+              help="max_batch_size; at most the plan's profile max")
+@click.option("--dynamic-batching/--no-dynamic-batching", default=None, show_default="on when the artifact batches",
+              help="Triton's dynamic batcher, preferred sizes at the profile's opt and max")
 @click.option("--max-queue-delay-us", type=int, default=100, show_default=True,
               help="how long the dynamic batcher waits to fill a batch")
 @click.option("--execution-provider", type=click.Choice(["tensorrt", "cuda", "cpu"]), default=None,
-              help="ONNX Runtime's provider for an .onnx graph [default: tensorrt on gpu, cpu on cpu]")
+              show_default="tensorrt on gpu, cpu on cpu", help="ONNX Runtime's provider for an .onnx graph")
 @click.option("--triton-backend", type=click.Choice(["auto", "onnxruntime", "python"]), default="auto",
               show_default=True, help="for an .onnx graph: Triton's onnxruntime backend, or ONNX Runtime inside its "
                                       "Python backend (servers without the onnxruntime backend)")
@@ -41,14 +41,12 @@ from .options import quiet_option, recipe_option
               help="also write a Python-backend model applying the recipe's preprocessing to encoded images, and "
                    "an ensemble (image bytes -> preprocessing -> network)")
 @recipe_option
-@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False),
-              help="write what was packaged (models, files, configs) as JSON")
-@quiet_option
+@common_options
 def command(artifacts, triton, output_dir, name, model_version, instances, kind, max_batch, dynamic_batching,
-            max_queue_delay_us, execution_provider, triton_backend, with_preprocessing, recipe, json_path, quiet):
+            max_queue_delay_us, execution_provider, triton_backend, with_preprocessing, recipe, json_path, quiet,
+            verbose):
     """Package ARTIFACT (an .onnx graph, or .plan files for different GPUs) as one served model."""
     from ..errors import UserError
-    from ..fileio import write_json_atomic
 
     if not triton:
         raise UserError("choose the serving format: --triton (a Triton Inference Server model repository)")
@@ -60,8 +58,7 @@ def command(artifacts, triton, output_dir, name, model_version, instances, kind,
                             version=model_version, max_queue_delay_us=max_queue_delay_us)
     for line in result.lines():
         if not quiet or not line.startswith("PASSED"):
-            click.echo(line)
-    if json_path:
-        write_json_atomic(json_path, result.to_dict())
+            echo(line)
+    write_json(json_path, result.to_dict())
     if not quiet:
-        click.echo(f"wrote {output_dir}: {', '.join(m.name for m in result.models)}")
+        echo(f"wrote {output_dir}: {', '.join(m.name for m in result.models)}")

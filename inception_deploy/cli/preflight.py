@@ -12,19 +12,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-OUTPUT_FOLDERS = ("output_dir",)
+OUTPUT_FOLDERS = ("output_dir", "output_dir_alias")
 OUTPUT_FILES = ("output", "json_path", "calib_cache", "timing_cache")
 ONNX_INPUTS = ("model", "graph", "targets", "reference")
 
 
-def preflight(params: Mapping[str, object]) -> None:
+def preflight(params: Mapping[str, object], output_suffixes: tuple[str, ...] = ()) -> None:
     from ..fileio import check_writable
+    from .options import is_folder_output
 
     for key in OUTPUT_FOLDERS:
         if params.get(key):
             check_writable(params[key], folder=True)
     for key in OUTPUT_FILES:
         value = params.get(key)
+        if value == "-" and key == "json_path":
+            continue  # stdout
+        if key == "output" and value and is_folder_output(str(value), output_suffixes):
+            check_writable(value, folder=True)  # -o DIR/: the artifact keeps its name inside
+            continue
         if value and not (key in ("calib_cache", "timing_cache") and Path(str(value)).is_file()):
             check_writable(value)  # an existing cache is read, not written
     for key in ONNX_INPUTS:

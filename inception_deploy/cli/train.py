@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import click
 
-from .options import quiet_option, recipe_option, setup_logging
+from .options import common_options, echo, examples, recipe_option, write_json
 
 
-@click.command("train-digits")
+@click.command("train-digits", epilog=examples("inception-deploy train-digits",
+                                               "INCEPTION_DEPLOY_CACHE=/tmp/cache inception-deploy train-digits -q"))
 @recipe_option
-@quiet_option
-def command(recipe, quiet):
+@common_options
+def command(recipe, json_path, quiet, verbose):
     """Train the bundled test model on scikit-learn's digits; cached, so a second run is free."""
     from ..recipes import resolve_recipe
     from ..training import read_training_report, trained_weights
 
-    setup_logging(quiet)
     path = trained_weights(resolve_recipe(recipe or "googlenet-digits"), progress=not quiet)
     report = read_training_report(path) or {}
-    click.echo(f"weights: {path}")
+    echo(f"weights: {path}")
     if report:
-        click.echo(f"held-out top-1: {100 * report['holdout_top1']:.2f}% on {report['holdout_images']} images "
-                   f"(trained in {report['seconds']} s)")
+        echo(f"held-out top-1: {100 * report['holdout_top1']:.2f}% on {report['holdout_images']} images "
+             f"(trained in {report['seconds']} s)")
+    write_json(json_path, {"weights": str(path), "training": report})

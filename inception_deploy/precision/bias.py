@@ -133,7 +133,9 @@ def measure_bias_corrections(float_model, quantized, inputs: np.ndarray, progres
     feeds = {name: bias for name, bias, _ in fed.values()}
     shifts: dict[str, np.ndarray] = {}
     levels = sorted({depths[layer] for layer in fed})
-    for level in track(levels, "bias correction", len(levels), progress):
+    for level in track(levels, "bias correction", len(levels), progress,
+                       about="one ONNX Runtime pass per depth level over the calibration images, "
+                             "usually the longest step of quantize"):
         layers = [layer for layer in fed if depths[layer] == level]
         measured = _means(sess, [outputs[layer] for layer in layers], inputs, feeds, batch_size)
         for layer in layers:

@@ -95,7 +95,8 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
     # number of images.
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
-        for batch in track(batches, "calibrating", total, progress, size=len):
+        for batch in track(batches, "calibrating", total, progress, size=len,
+                           about="one ONNX Runtime pass over the images, statistics of every quantized tensor"):
             running = pool.submit(session.run, wanted, {input_name: batch})
             if pending is not None:
                 fold(pending[0], pending[1].result())

@@ -27,7 +27,8 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
                   calib_count: Optional[int] = None, calib_method: Optional[str] = None, calib_cache=None,
                   accuracy_budget: Optional[float] = None, progress: bool = True,
                   allow_fewer: bool = False, sensitivity_images: int = SENSITIVITY_IMAGES,
-                  bias_correction: Optional[bool] = None, equalize: Optional[bool] = None) -> QuantizeResult:
+                  bias_correction: Optional[bool] = None, equalize: Optional[bool] = None,
+                  preprocessing: Optional[dict] = None) -> QuantizeResult:
     """FP32 ONNX -> INT8 (Q/DQ) or FP16 ONNX, compared with the FP32 graph on the data at hand.
 
     recipe: a Recipe, a bundled name or a YAML path; None: the one the input's manifest names.
@@ -37,18 +38,18 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
     calibration images, measured depth by depth (bias.py; numbers in calibration/README.md).
     `equalize`: rescale Conv output channels so each fills more of its tensor's shared int8
     range (equalize.py). calib_cache: reused when it exists and no calib_data is given, else
-    written there."""
+    written there. preprocessing: recipe keys the preprocessing flags set
+    (graph_recipe.preprocessing_overrides); for a graph with no recipe they and the graph make one."""
     from ..artifact import load_onnx, save_onnx
-    from ..recipes import resolve_recipe
+    from ..graph_recipe import recipe_for_graph
 
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}'; choose int8 or fp16")
     input_path = Path(input_path)
     artifact = load_onnx(input_path, missing="{path}: no such ONNX file; pass the FP32 model from "
                                              "`inception-deploy export` or `optimize`", require_float=True)
-    recipe = resolve_recipe(recipe, artifact.manifest, input_path)
-    if recipe is None:
-        raise UserError(f"{input_path} carries no recipe in its manifest; pass --recipe NAME|FILE")
+    # A graph made elsewhere needs no recipe: what it says, plus the preprocessing flags.
+    recipe = recipe_for_graph(recipe, artifact.model, artifact.manifest, input_path, [calib_data], preprocessing)
     recipe = recipe.with_overrides({
         "calibration.data": None if calib_data is None else str(calib_data), "calibration.count": calib_count,
         "calibration.method": calib_method, "precision.int8.accuracy_budget": accuracy_budget,

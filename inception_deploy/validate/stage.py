@@ -286,7 +286,8 @@ def _run(dataset, recipe, indices, batch_size, crops, ref_runner, runners, outpu
     else:
         batches = crop_batches(dataset, recipe.preprocessing, crops, batch_size, indices)
     done = 0
-    with ProgressBar("validate", len(indices), progress) as bar:
+    with ProgressBar("validate", len(indices), progress,
+                     about=f"{len(indices)} images through the reference and {len(runners)} target(s)") as bar:
         for inputs, per_image, labels, idx in batches:
             ref_out = _infer(ref_runner, inputs, batch_size)
             for runner, pairs, outputs, path in zip(runners, output_pairs, comparisons, paths):
