@@ -2,6 +2,13 @@
 
 Runs the FP32 graph and the new graph on the same preprocessed batches and accumulates
 compare.OutputComparison per output, plus top-1 accuracy of each when labels exist.
+
+A Q/DQ graph is judged by the exact ONNX Q/DQ semantics, the arithmetic TensorRT implements
+(int8 values times their scales, per-channel weight scales, float accumulation): ONNX Runtime
+with its graph optimizations off (EXACT). Already its basic level rewrites Q/DQ (QDQ fusions,
+signed-to-unsigned, int32 bias inside QLinearConv) and rounds differently; those numbers
+(OPTIMIZED) are measured beside and shown where they differ. tests/test_qdq_semantics.py
+checks both against a numpy reference.
 """
 
 from __future__ import annotations
@@ -13,6 +20,23 @@ import numpy as np
 
 from ..compare import OutputComparison
 
+EXACT, OPTIMIZED = "exact", "ort-optimized"
+# The ORT graph optimization level of each mode (backends.onnxruntime_backend.create_session).
+MODE_LEVELS = {EXACT: "disable", OPTIMIZED: "all"}
+MODE_TEXT = {EXACT: "exact Q/DQ semantics: ONNX Runtime with graph optimizations off",
+             OPTIMIZED: "ONNX Runtime with its graph optimizations on"}
+
+
+def has_qdq(model) -> bool:
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+def differs(a: OutputComparison, b: OutputComparison) -> bool:
+    """Whether two modes' comparisons tell different stories (beyond float noise)."""
+    return (abs(a.max_abs_error - b.max_abs_error) > 1e-5 * max(a.max_abs_reference, 1.0)
+            or abs(a.mean_abs_error - b.mean_abs_error) > 1e-3 * max(a.mean_abs_error, 1e-6)
+            or a.top1_agreement != b.top1_agreement)
+
 
 @dataclass
 class Evaluation:
@@ -21,6 +45,10 @@ class Evaluation:
     labelled: int = 0
     reference_correct: int = 0
     candidate_correct: int = 0
+    mode: str = OPTIMIZED  # how the new graph was run (MODE_TEXT)
+    optimized: Optional[OutputComparison] = None  # a Q/DQ graph's main output under ORT's rewrites
+    optimized_correct: int = 0
+    in_sample: bool = False  # the data is the calibration data itself
 
     @property
     def main(self) -> OutputComparison:
@@ -34,40 +62,70 @@ class Evaluation:
     def candidate_top1(self) -> Optional[float]:
         return self.candidate_correct / self.labelled if self.labelled else None
 
+    @property
+    def optimized_differs(self) -> bool:
+        return self.optimized is not None and differs(self.main, self.optimized)
+
     def summary(self) -> dict:
-        out = {"data": self.source, **self.main.summary()}
+        out = {"data": self.source, "in_sample": self.in_sample, "mode": self.mode, **self.main.summary()}
         if self.labelled:
             out.update(labelled=self.labelled, fp32_top1=self.reference_top1, top1=self.candidate_top1,
                        top1_delta_points=100 * (self.candidate_top1 - self.reference_top1))
+        if self.optimized is not None:
+            out[OPTIMIZED] = {**self.optimized.summary(), "differs": self.optimized_differs}
+            if self.labelled:
+                out[OPTIMIZED]["top1"] = self.optimized_correct / self.labelled
         return out
 
     def lines(self, precision: str) -> list[str]:
         c = self.main
-        lines = [f"FP32 vs {precision} on {c.count} images of {self.source}:",
+        lines = [f"FP32 vs {precision} on {c.count} images of {self.source} ({MODE_TEXT[self.mode]}):",
                  f"  top-1 agreement {100 * c.top1_agreement:.2f}%   max abs logit error {c.max_abs_error:.4g}   "
                  f"cosine min {c.cosine_min:.6f}"]
         if self.labelled:
             lines.append(f"  top-1 accuracy FP32 {100 * self.reference_top1:.2f}%   {precision} "
                          f"{100 * self.candidate_top1:.2f}%   ({100 * (self.candidate_top1 - self.reference_top1):+.2f} points)")
+        if self.optimized is not None:
+            o = self.optimized
+            same = "differs" if self.optimized_differs else "same"
+            text = (f"  {MODE_TEXT[OPTIMIZED]} ({same}; not what TensorRT computes): top-1 agreement "
+                    f"{100 * o.top1_agreement:.2f}%   max abs logit error {o.max_abs_error:.4g}")
+            if self.labelled:
+                text += f"   top-1 {100 * self.optimized_correct / self.labelled:.2f}%"
+            lines.append(text)
+        if self.in_sample:
+            lines.append(f"  warning: {self.source} is the calibration data itself (in-sample): these numbers are "
+                         "optimistic; pass --eval-data with held-out images")
         return lines
 
 
 def evaluate(reference_model, candidate_model, batches: Iterable[tuple[np.ndarray, Optional[np.ndarray]]],
-             source: str) -> Evaluation:
+             source: str, in_sample: bool = False) -> Evaluation:
+    """The FP32 graph against the new one; a Q/DQ graph in the EXACT mode, and OPTIMIZED beside it."""
     from ..backends.onnxruntime_backend import create_session
 
-    ref, cand = create_session(reference_model), create_session(candidate_model)
+    qdq = has_qdq(candidate_model)
+    mode = EXACT if qdq else OPTIMIZED
+    ref = create_session(reference_model)
+    cand = create_session(candidate_model, optimization=MODE_LEVELS[mode])
+    fast = create_session(candidate_model, optimization=MODE_LEVELS[OPTIMIZED]) if qdq else None
     names = [o.name for o in ref.get_outputs()]
-    result = Evaluation(source, {name: OutputComparison(name) for name in names})
+    result = Evaluation(source, {name: OutputComparison(name) for name in names}, mode=mode, in_sample=in_sample,
+                        optimized=OutputComparison(names[0]) if qdq else None)
     ref_in, cand_in = ref.get_inputs()[0].name, cand.get_inputs()[0].name
     for inputs, labels in batches:
         ref_out = dict(zip(names, ref.run(names, {ref_in: inputs})))
         cand_out = dict(zip(names, cand.run(names, {cand_in: inputs})))
         for name in names:
             result.comparisons[name].update(ref_out[name], cand_out[name])
+        fast_out = fast.run([names[0]], {cand_in: inputs})[0] if fast is not None else None
+        if fast_out is not None:
+            result.optimized.update(ref_out[names[0]], fast_out)
         if labels is not None:
             first = names[0]
             result.labelled += len(labels)
             result.reference_correct += int((ref_out[first].argmax(1) == labels).sum())
             result.candidate_correct += int((cand_out[first].argmax(1) == labels).sum())
+            if fast_out is not None:
+                result.optimized_correct += int((fast_out.argmax(1) == labels).sum())
     return result
