@@ -118,6 +118,13 @@ def test_fp16_and_int8_graphs_pass_their_tolerances(digits_onnx, fp16_onnx, int8
     assert report.exit_code == 0, report.lines()
     assert {c.metric for c in int8.checks} == {"cosine_min", "top1_agreement", "top1_accuracy_drop"}
     assert {c.metric for c in fp16.checks} == {"max_abs_error", "cosine_min", "top1_agreement"}
+    # The Q/DQ graph is judged by exact Q/DQ semantics (ORT's optimizations off); ORT's optimized
+    # numbers are measured beside it and reported, never judged.
+    assert int8.mode == "exact" and fp16.mode is None and set(int8.optimized) == {"logits"}
+    evaluation = int8.to_dict()["evaluation"]
+    assert evaluation["mode"] == "exact" and evaluation["ort-optimized"]["logits"]["samples"] == 96
+    assert (f"INFO | {int8.name} | evaluation mode | exact Q/DQ semantics: ONNX Runtime with graph optimizations off"
+            in report.lines())
     # Layer-wise on Q/DQ and FP16 graphs compares the Conv outputs both graphs have.
     for target in (fp16, int8):
         assert len(target.layerwise.layers) == 58 and target.layerwise.first_divergence is None

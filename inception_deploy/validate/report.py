@@ -34,6 +34,34 @@ class TargetResult:
     checks: list[Check] = field(default_factory=list)
     layerwise: Optional[LayerwiseResult] = None
     sha256: Optional[str] = None  # of the artifact validated: shards merge only for the same bytes
+    mode: Optional[str] = None  # precision.evaluate.EXACT for a Q/DQ graph judged by exact Q/DQ semantics
+    optimized: Optional[dict] = None  # output -> ValidationComparison under ORT's graph optimizations
+
+    def evaluation(self) -> Optional[dict]:
+        """How the target was run, and ORT's optimized numbers beside when they were measured."""
+        from ..precision.evaluate import MODE_TEXT, OPTIMIZED, differs
+
+        if self.mode is None:
+            return None
+        out = {"mode": self.mode, "description": MODE_TEXT[self.mode]}
+        if self.optimized:
+            out[OPTIMIZED] = {name: {**c.summary(), "differs": differs(self.outputs[name], c)}
+                              for name, c in self.optimized.items()}
+        return out
+
+    def mode_lines(self) -> list[str]:
+        """INFO lines: the judging mode, and ORT's optimized numbers where they differ."""
+        from ..precision.evaluate import MODE_TEXT, differs
+
+        if self.mode is None:
+            return []
+        lines = [f"INFO | {self.name} | evaluation mode | {MODE_TEXT[self.mode]}"]
+        for name, c in (self.optimized or {}).items():
+            if differs(self.outputs[name], c):
+                lines.append(f"INFO | {self.name} | {name}: ONNX Runtime optimized (not judged; not what TensorRT "
+                             f"computes) | max abs error {c.max_abs_error:.6g}, top-1 agreement {c.top1_agreement:.6g}, "
+                             f"cosine min {c.cosine_min:.6g}")
+        return lines
 
     @property
     def passed(self) -> bool:
@@ -47,6 +75,7 @@ class TargetResult:
             "metrics": {name: c.summary() for name, c in self.outputs.items()},
             "state": {name: c.state() for name, c in self.outputs.items()},
             "layerwise": None if self.layerwise is None else self.layerwise.to_dict(),
+            "evaluation": self.evaluation(),
             "manifest": self.manifest,
         }
 
@@ -108,6 +137,7 @@ class ValidationReport:
             out.extend(c.line(show_output) for c in target.checks)
             out.extend(f"WARNING | {c.target} | {f'{c.output}: ' if show_output else ''}{c.metric} | {c.warning}"
                        for c in target.checks if c.warning)
+            out.extend(target.mode_lines())
             if target.layerwise is not None:
                 out.append(target.layerwise.line())
         return out
@@ -321,7 +351,8 @@ def html_report(report: ValidationReport) -> str:
     parts.append("</table>")
     for i, target in enumerate(report.targets):
         colour = _COLOURS[i % len(_COLOURS)]
-        parts.append(f"<h2>{html.escape(target.name)} <small>({target.precision}, {html.escape(target.backend)})</small></h2>")
+        mode = f", {target.mode} Q/DQ semantics" if target.mode else ""
+        parts.append(f"<h2>{html.escape(target.name)} <small>({target.precision}, {html.escape(target.backend)}{mode})</small></h2>")
         for name, comparison in target.outputs.items():
             s = comparison.summary()
             parts.append(f"<p>{html.escape(name)}: max abs error {s['max_abs_error']:.3g}, mean {s['mean_abs_error']:.3g}, "
