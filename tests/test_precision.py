@@ -197,7 +197,7 @@ def test_cli_quantize_says_when_its_comparison_is_in_sample(digits_opt_onnx, tmp
     result = CliRunner().invoke(main, ["quantize", str(digits_opt_onnx), "--int8", "--eval-data", "digits-train",
                                        "-o", str(out), "-q"])
     assert result.exit_code == 0, result.output
-    assert ("FP32 vs INT8 on 64 images of digits-train (exact Q/DQ semantics: ONNX Runtime with graph "
+    assert ("FP32 vs INT8 on 32 images of digits-train (exact Q/DQ semantics: ONNX Runtime with graph "
             "optimizations off):") in result.output
     assert ("warning: digits-train is the calibration data itself (in-sample): these numbers are optimistic; "
             "pass --eval-data with held-out images") in result.output

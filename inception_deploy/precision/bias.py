@@ -213,15 +213,19 @@ def measure_bias_corrections(float_model, quantized, inputs: np.ndarray, progres
     correction, so segment k + 1 sees exactly what the corrected graph gives it. (One
     full-graph ORT pass per depth, as before, cost 85% of quantize: 22 passes on GoogLeNet,
     48 on Inception v3.) ORT runs the segments with its graph optimizations off: the exact
-    ONNX Q/DQ semantics TensorRT implements."""
+    ONNX Q/DQ semantics TensorRT implements (evaluate.py)."""
     import onnx
 
     from ..backends.onnxruntime_backend import create_session
     from ..fileio import scratch_dir
     from ..progress import track
 
+    from .collect import calibration_batch_size
+
     depths = layer_depths(float_model)
     outputs = {n.name: n.output[0] for n in float_model.graph.node if n.name in depths}
+    # The reference pass returns every Conv/Gemm output: batches capped like calibration's.
+    batch_size = calibration_batch_size(float_model, list(outputs.values()), batch_size)
     reference = channel_means(float_model, list(outputs.values()), inputs, batch_size)
     divisors = correctable_layers(quantized, {layer: reference[t].shape[0] for layer, t in outputs.items()})
     segments = _segments(quantized, depths)

@@ -94,18 +94,39 @@ def find_scalable(model) -> list[ScalableChannels]:
     return found
 
 
+def _channel_absmax(value: np.ndarray) -> np.ndarray:
+    """max |x| per channel (axis 1), without a full-size |x| copy."""
+    rows = value.reshape(value.shape[0], value.shape[1], -1)
+    return np.maximum(rows.max(axis=2).max(axis=0), -rows.min(axis=2).min(axis=0))
+
+
 def channel_absmax(model, tensors: list[str], batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
     """Per-channel max |x| of each tensor over the images (one streamed ORT pass: memory does
-    not grow with the number of images)."""
-    from ..backends.onnxruntime_backend import create_session
+    not grow with the number of images). As in collect.collect_statistics, ORT runs batch
+    k + 1 in a worker thread (cores - 1 threads, not spinning) while this thread reduces batch k."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    sess = create_session(model, extra_outputs=tensors)
+    from ..backends.onnxruntime_backend import create_session
+    from ..cpu import cores
+
+    sess = create_session(model, threads=max(1, cores() - 1), spinning=False, extra_outputs=tensors)
     input_name = sess.get_inputs()[0].name
     result: dict[str, np.ndarray] = {}
-    for batch in batches:
-        for name, value in zip(tensors, sess.run(tensors, {input_name: batch})):
-            part = np.abs(value).max(axis=tuple(a for a in range(value.ndim) if a != 1))
+
+    def fold(outputs) -> None:
+        for name, value in zip(tensors, outputs):
+            part = _channel_absmax(value)
             result[name] = part if name not in result else np.maximum(result[name], part)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for batch in batches:
+            running = pool.submit(sess.run, tensors, {input_name: batch})
+            if pending is not None:
+                fold(pending.result())
+            pending = running
+        if pending is not None:
+            fold(pending.result())
     return result
 
 

@@ -124,6 +124,7 @@ def find_cache(job: Int8Job) -> None:
 def equalize(job: Int8Job) -> None:
     """With equalization on: the input graph with its Conv channels rescaled, by the cache's
     scales, or by scales measured now on the calibration images (one streamed pass)."""
+    from .collect import calibration_batch_size
     from .equalize import apply_equalization, equalization_scales
 
     job.graph = job.model
@@ -132,7 +133,10 @@ def equalize(job: Int8Job) -> None:
         return
     if job.cache is None:
         images = job.images(NO_DATA.format(recipe=job.recipe.name))
-        job.scales = equalization_scales(job.model, images.batches(job.recipe.calibration.batch_size), **params)
+        # Batches capped like calibration's: the pass returns every Relu output (on Inception v3
+        # at 299, batches of 32 made this pass alone hold 4 GB).
+        batch = calibration_batch_size(job.model, job.tensors, job.recipe.calibration.batch_size)
+        job.scales = equalization_scales(job.model, images.batches(batch), **params)
         scales = job.scales
     else:  # the amax were measured on the graph these scales make
         scales = job.cache.equalization.arrays() if job.cache.equalization is not None else {}
