@@ -30,8 +30,8 @@ from .options import (FROM_RECIPE, artifact_path, common_options, echo, examples
 @click.option("--equalize/--no-equalize", default=None, show_default=f"{FROM_RECIPE}, on",
               help="rescale Conv channels to fill their shared int8 ranges first")
 @click.option("--eval-data", default=None, metavar="DIR|FILE",
-              help="held-out images for the FP32 comparison (default: the recipe's data.validation, else the "
-                   "calibration data, reported as in-sample)")
+              show_default="the recipe's data.validation, else the calibration data (reported as in-sample)",
+              help="held-out images for the FP32 comparison")
 @click.option("--allow-fewer", is_flag=True, help="calibrate on fewer images than asked when some are unreadable")
 @preprocessing_options
 @output_option("MODEL.int8.onnx / MODEL.fp16.onnx")

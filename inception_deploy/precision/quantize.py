@@ -45,8 +45,9 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
     `equalize`: rescale Conv output channels so each fills more of its tensor's shared int8
     range (equalize.py). calib_cache: reused when it exists and no calib_data is given, else
     written there. preprocessing: recipe keys the preprocessing flags set
-    (graph_recipe.preprocessing_overrides); for a graph with no recipe they and the graph make one. eval_data: the held-out images of the built-in comparison (default: the
-    recipe's data.validation, else the calibration data, said to be in-sample)."""
+    (graph_recipe.preprocessing_overrides); for a graph with no recipe they and the graph make one.
+    eval_data: the held-out images of the built-in comparison (default: the recipe's
+    data.validation, else the calibration data, said to be in-sample)."""
     from ..artifact import load_onnx, save_onnx
     from ..graph_recipe import recipe_for_graph
 
