@@ -29,12 +29,16 @@ from .options import (FROM_RECIPE, artifact_path, common_options, echo, examples
               help="fold the mean shift int8 rounding causes into float biases")
 @click.option("--equalize/--no-equalize", default=None, show_default=f"{FROM_RECIPE}, on",
               help="rescale Conv channels to fill their shared int8 ranges first")
+@click.option("--for", "target", type=click.Choice(["tensorrt", "ort-cpu"]), default=None,
+              show_default=f"{FROM_RECIPE}, tensorrt",
+              help="INT8 graph for: tensorrt (symmetric int8, what build-engine takes) or ort-cpu (uint8, int32 "
+                   "biases: ONNX Runtime CPU's fastest; TensorRT refuses it)")
 @click.option("--allow-fewer", is_flag=True, help="calibrate on fewer images than asked when some are unreadable")
 @preprocessing_options
 @output_option("MODEL.int8.onnx / MODEL.fp16.onnx")
 @common_options
 def command(model, precision, recipe, calib_data, calib_count, calib_method, calib_cache, accuracy_budget,
-            bias_correction, equalize, allow_fewer, preprocessing, output, json_path, quiet, verbose):
+            bias_correction, equalize, target, allow_fewer, preprocessing, output, json_path, quiet, verbose):
     """Make an INT8 or FP16 graph from an FP32 one and compare it with FP32 on the data at hand.
 
     A graph made elsewhere needs no recipe: its input and output names and size come from the
@@ -49,7 +53,8 @@ def command(model, precision, recipe, calib_data, calib_count, calib_method, cal
     result = quantize_onnx(model, output, recipe=recipe, precision=precision, calib_data=calib_data,
                            calib_count=calib_count, calib_method=calib_method, calib_cache=calib_cache,
                            accuracy_budget=accuracy_budget, progress=not quiet, allow_fewer=allow_fewer,
-                           bias_correction=bias_correction, equalize=equalize, preprocessing=preprocessing)
+                           bias_correction=bias_correction, equalize=equalize, preprocessing=preprocessing,
+                           target=target)
     for line in result.lines():
         echo(line)
     write_json(json_path, {
