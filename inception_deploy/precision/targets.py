@@ -5,14 +5,18 @@ One calibration, one placement (placement.py), two ways of writing the numbers:
 - `tensorrt` (the default): int8 activations, symmetric (zero point 0), float biases. This
   is what TensorRT's explicit quantization accepts ("Non-zero zero point is not supported").
 - `ort-cpu`: what ONNX Runtime's CPU kernels run fastest. Measured on ORT 1.31 with the
-  digits GoogLeNet (benchmarks/bench_int8_tools.py): ORT fuses DQ -> Conv -> (Relu) -> Q into
-  QLinearConv only when the bias is int32 behind its own DequantizeLinear (scale = input
-  scale x weight scale, zero point 0); with a float bias the Conv stays a float FusedConv
-  fed by dequantized tensors, slower than FP32. Its u8s8 kernels want uint8 activations:
-  a tensor never below zero gets [0, amax] over 255 levels (zero point 0, which also lets
-  ORT drop the Relu before the Q); a signed one (the normalized image) gets an asymmetric
-  range [max(min, -amax), amax]. TensorRT refuses such a graph, so lint's tensorrt-*
-  targets reject it (lint/ort_cpu_graph.py) and build-engine refuses it.
+  digits GoogLeNet, 1 thread, batch 8, vs FP32 (benchmarks/README.md): the tensorrt graph
+  2.05x slower (ORT drops a Relu before a Q only when the Q's zero point is the bottom of its
+  range, so no DQ -> Conv -> Relu -> Q becomes QLinearConv); uint8 activations with zero point
+  0 0.55x (53 of 57 Convs fused); with a Q/DQ before the classifier's Flatten too 0.30x (all
+  57 Convs, every Concat and the global pool fused: the last module no longer falls back to
+  float and out of ORT's NHWC layout). So: a tensor never below zero gets [0, amax] over 255
+  levels (zero point 0); a signed one (the normalized image) an asymmetric range
+  [max(min, -amax), amax]. Biases are int32 behind their own DequantizeLinear (scale = input
+  scale x weight scale, zero point 0), the form QLinearConv takes and ORT's own quantizer
+  writes; ORT fused float biases too here, at the same speed (0.535x vs 0.546x), so this is
+  about a graph another runtime reads as ORT's, not speed. TensorRT refuses such a graph,
+  so lint's tensorrt-* targets reject it (lint/deployment_target.py) and build-engine too.
 
 Each target is a small object: `activation(amax, low)` -> (scale, zero point), and `finish`,
 run on the graph after bias correction (the corrections go into the float biases first).
@@ -54,7 +58,7 @@ class OrtCpuTarget:
     name: str = "ort-cpu"
     # Q/DQ before the Flatten of the classifier too: the last Concat and the GlobalAveragePool
     # become QLinearConcat / QLinearGlobalAveragePool, and the Convs feeding them QLinearConv
-    # (without it, 4 Convs and that Concat stayed float on the digits GoogLeNet).
+    # (without it, 4 Convs and that Concat stayed float on the digits GoogLeNet: 0.55x FP32, not 0.30x).
     read_quantized: tuple = ("Flatten",)
 
     def activation(self, amax: float, low: float | None) -> tuple[float, np.ndarray]:
@@ -88,7 +92,7 @@ def make_target(name: str, unsigned_activations: bool = False):
 def quantize_biases(model) -> int:
     """Replace the float bias of each quantized Conv/Gemm by int32 values behind a
     DequantizeLinear of scale input_scale x weight_scale (per output channel), zero point 0:
-    the form ORT's QDQ selectors need to fuse the node into QLinearConv / QGemm."""
+    the bias QLinearConv / QGemm take, as ORT's own quantize_static writes it."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
