@@ -160,3 +160,19 @@ def test_asymmetric_range_keeps_both_ends_representable():
     scale, zero_point = target.activation(4.0, -1.0)  # observed min above -amax: asymmetric
     assert int(zero_point) == 51 and (0 - 51) * scale <= -1.0 and (255 - 51) * scale >= 4.0
     assert TensorProto.UINT8 == onnx.helper.np_dtype_to_tensor_dtype(zero_point.dtype)
+
+
+def test_run_neither_lints_nor_builds_an_ort_cpu_graph_for_tensorrt(digits_recipe, ort_cpu_result, tmp_path):
+    """`run` with precision.int8.target: ort-cpu keeps its INT8 graph (validated on ORT) and says
+    why no TensorRT lint or engine is made from it, instead of failing on them."""
+    from inception_deploy.pipeline import PipelineState, _build_engines, _lint
+
+    recipe = digits_recipe.with_overrides({"precision.int8.target": "ort-cpu"})
+    state = PipelineState(recipe, None, tmp_path)
+    state.artifacts["int8"] = ort_cpu_result.path
+    _lint(state)
+    _build_engines(state)
+    why = (f"{ort_cpu_result.path.name} is quantized for ort-cpu (precision.int8.target); TensorRT takes the "
+           "tensorrt target's graph")
+    assert state.lines == [f"SKIPPED | lint tensorrt-11 | {why}", f"SKIPPED | build-engine | {why}"]
+    assert state.exit_code == 0 and "int8" not in state.lint_reports and "int8" not in state.plans
