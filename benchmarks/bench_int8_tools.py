@@ -202,6 +202,7 @@ def quantize(tool: str, data: dict, reuse: bool = False) -> dict:
 
 
 def _run_tool(tool: str, data: dict, out: Path) -> dict:
+    name = data["name"]
     if tool.startswith("ours-"):
         cmd = [sys.executable, __file__, "child-ours", str(data["fp32"]), str(data["calib"]), str(out), name,
                tool.removeprefix("ours-")]
@@ -353,7 +354,7 @@ def table(rows: list[dict]) -> str:
         convs = trt.get("convolutions") or {}
         conv = f"{convs.get('INT8', 0)}/{convs.get('FP16', 0)}/{convs.get('FP32', 0)}" if convs else ""
         lines.append(f"| {r['model']} | {r['tool']} | {top1} | {agree} | {err(exact)} | {err(opt)} | "
-                     f"{r.get('wall_s', '')} | {r.get('peak_rss_mb', '')} | "
+                     f"{r.get('wall_s', r.get('note', ''))} | {r.get('peak_rss_mb', '')} | "
                      f"{lat.get(1, '')} / {lat.get(8, '')} | {fused} | {trt.get('parser', '')} | {conv} |")
     return "\n".join(lines)
 
