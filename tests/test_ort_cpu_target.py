@@ -144,7 +144,7 @@ def test_tensorrt_graph_is_not_flagged(tensorrt_result):
 
 def test_build_engine_refuses_the_ort_cpu_graph_in_one_line(ort_cpu_result, tmp_path):
     plan = tmp_path / "g.plan"
-    result = CliRunner().invoke(main, ["build-engine", str(ort_cpu_result.path), "--int8", "-o", str(plan)])
+    result = CliRunner().invoke(main, ["build-engine", str(ort_cpu_result.path), "--int8", "-o", str(plan), "-q"])
     assert result.exit_code == 2 and not plan.exists()
     assert result.output == (f"error: {ort_cpu_result.path}: not built: {BY_MANIFEST}, which TensorRT rejects. "
                              f"{FIX}\n")
