@@ -31,22 +31,32 @@ WORK = Path("/tmp/bench_engines")
 MODELS = ("googlenet-digits", "inception_v3")
 
 
-def graphs(name: str) -> dict[str, Path]:
-    """FP32 (optimized), ours INT8, and quantize_static's two QDQ graphs of one model, made once."""
-    from bench_quantize import ort_quantize_static
-
+def optimized_fp32(name: str, folder: Path) -> Path:
+    """The model's optimized FP32 graph in `folder`, made once: the trained digits GoogLeNet
+    (cached), or Inception v3 with random weights (BatchNorm re-estimated)."""
     from inception_deploy.export import export_onnx
     from inception_deploy.passes import optimize_onnx
-    from inception_deploy.precision import quantize_onnx
-    from inception_deploy.recipes import load_recipe, recipe_from_dict
+    from inception_deploy.recipes import load_recipe
 
-    folder = WORK / name
     recipe = load_recipe(name)
     optimized = folder / f"{name}.opt.onnx"
     if not optimized.is_file():
         weights = None if name == "googlenet-digits" else "random"  # the digits model is trained (cached)
         fp32 = export_onnx(recipe, weights, folder, progress=False).path
         optimize_onnx(fp32, optimized, recipe=recipe, check_images=2)
+    return optimized
+
+
+def graphs(name: str) -> dict[str, Path]:
+    """FP32 (optimized), ours INT8, and quantize_static's two QDQ graphs of one model, made once."""
+    from bench_quantize import ort_quantize_static
+
+    from inception_deploy.precision import quantize_onnx
+    from inception_deploy.recipes import load_recipe, recipe_from_dict
+
+    folder = WORK / name
+    recipe = load_recipe(name)
+    optimized = optimized_fp32(name, folder)
     ours = folder / f"{name}.int8.onnx"
     if not ours.is_file():
         if name == "googlenet-digits":

@@ -131,7 +131,7 @@ def _lint(state: PipelineState) -> None:
     from .lint import lint_model
 
     for name in ("optimized", "fp16", "int8"):
-        if name not in state.artifacts:
+        if name not in state.artifacts or _not_for_tensorrt(state, name, "lint tensorrt-11"):
             continue
         report = lint_model(state.artifacts[name], target="tensorrt-11")
         state.lint_reports[name] = report
@@ -141,6 +141,17 @@ def _lint(state: PipelineState) -> None:
         state.lines.append(f"{verdict} | lint tensorrt-11 | {state.artifacts[name].name} | "
                            f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
         state.lines += [f"  {finding}" for finding in (report.errors + report.warnings)[:10]]
+
+
+def _not_for_tensorrt(state: PipelineState, name: str, stage: str) -> bool:
+    """An INT8 graph quantized for ONNX Runtime CPU (precision.int8.target: ort-cpu) is not a
+    TensorRT graph: it is neither linted for TensorRT nor built, and a SKIPPED line says why."""
+    target = state.recipe.precision.int8.target
+    if name != "int8" or target == "tensorrt":
+        return False
+    state.lines.append(f"SKIPPED | {stage} | {state.artifacts[name].name} is quantized for {target} "
+                       "(precision.int8.target); TensorRT takes the tensorrt target's graph")
+    return True
 
 
 def _build_engines(state: PipelineState) -> None:
@@ -155,6 +166,8 @@ def _build_engines(state: PipelineState) -> None:
 
     for precision in ("fp16", "int8"):
         if precision not in state.artifacts:
+            continue
+        if _not_for_tensorrt(state, precision, "build-engine"):
             continue
         graph = state.artifacts[precision]
         lint_report = state.lint_reports.get(precision)

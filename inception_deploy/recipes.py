@@ -124,6 +124,9 @@ class ExclusionRule(_Section):
 
 class Int8Section(_Section):
     enabled: bool = Field(True, description="`run` makes the INT8 graph (and its engine)")
+    target: Literal["tensorrt", "ort-cpu"] = Field("tensorrt", description="the runtime the Q/DQ graph is for: "
+                                                  "tensorrt (symmetric int8, float biases) or ort-cpu (asymmetric "
+                                                  "uint8, int32 biases: ONNX Runtime CPU's fused QLinear kernels)")
     unsigned_activations: bool = False
     bias_correction: bool = Field(True, description="fold the mean output shift int8 rounding causes into float biases, "
                                                     "measured layer by layer on the calibration images")

@@ -101,6 +101,15 @@ def module_names(view: GraphView, source: Optional[dict]) -> dict[str, str]:
     return {node.name: module_path(node.name) for node in view.nodes if node.name.startswith("/")}
 
 
+def refuse_other_runtime(model, onnx_path: Path) -> None:
+    """One line for a graph quantized for another runtime, before the lint lists its every zero point."""
+    from ..lint.deployment_target import FIX, ort_cpu_reason
+
+    reason = ort_cpu_reason(GraphView(model))
+    if reason:
+        raise UserError(f"{onnx_path}: not built: {reason}, which TensorRT rejects. {FIX}")
+
+
 def _lint(model, onnx_path: Path, onnx_sha256: str, target: Optional[str], flavour: Optional[Flavour],
           given: Optional[LintReport]) -> tuple[LintReport, bool]:
     """The caller's passing report for this very file (same sha256, same or no asked target), else a fresh lint."""
@@ -168,6 +177,7 @@ def build_engine(onnx_path: str | Path, output: str | Path | None = None, precis
         missing = None
     except MissingDependency as exc:  # said after the checks that need no TensorRT
         flavour, missing = None, exc
+    refuse_other_runtime(model, onnx_path)
     checked, reused = _lint(model, onnx_path, onnx_sha256, target, flavour, lint_report)
     view = GraphView(model)
     graph: GraphPrecision = classify_graph(view)

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Union
 
 from ..errors import UserError
-from . import attributes, qdq, shapes, strong_typing, support
+from . import attributes, deployment_target, qdq, shapes, strong_typing, support
 from .base import NodeRule, Rule
 from .report import Finding, LintReport
 from .targets import DEFAULT_TARGET, TARGET_CHOICES, Target, parse_target
 
-RULES: list[Rule] = [*support.RULES, *attributes.RULES, *qdq.RULES, *strong_typing.RULES, *shapes.RULES]
+# The deployment-target rule first: for an ort-cpu graph it is the one finding that explains the rest.
+RULES: list[Rule] = [*deployment_target.RULES, *support.RULES, *attributes.RULES, *qdq.RULES, *strong_typing.RULES, *shapes.RULES]
 
 ModelLike = Union[str, os.PathLike, "onnx.ModelProto"]  # noqa: F821
 MISSING_ONNX = "{path}: no such ONNX file; pass the path of an .onnx model"

@@ -10,8 +10,7 @@ from typing import Optional
 import numpy as np
 
 from .placement import QuantPlan, group_amax
-
-MIN_SCALE = 1e-8
+from .targets import MIN_SCALE, TensorRTTarget
 
 
 def quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -25,12 +24,15 @@ def quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarr
     return q, scale
 
 
-def insert_qdq(model, plan: QuantPlan, amax: dict[str, float], unsigned: Optional[set] = None):
+def insert_qdq(model, plan: QuantPlan, amax: dict[str, float], unsigned: Optional[set] = None,
+               target=None, low: Optional[dict[str, float]] = None):
     """A copy of `model` with Q/DQ pairs per `plan` and int8 weights.
 
     `unsigned`: tensors to quantize as uint8 with zero point 0 and the same scale (for
     non-negative tensors after Relu; ORT CPU's kernels prefer u8 activations). The values an
     int8 pair reproduces are unchanged; only |x| > amax clips at 2 x amax instead of amax.
+    `target` (targets.py) with `low` (tensor -> observed min): the target decides each
+    activation's scale and zero point instead (ort-cpu: asymmetric uint8).
     """
     import onnx
 
@@ -39,7 +41,10 @@ def insert_qdq(model, plan: QuantPlan, amax: dict[str, float], unsigned: Optiona
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    act_inits, act_nodes, replacement = _activation_pairs(plan, group_amax(plan, amax), unsigned or set())
+    if target is None:
+        target, low = TensorRTTarget(unsigned_activations=True), {t: 0.0 for t in unsigned or ()}
+    act_inits, act_nodes, replacement = _activation_pairs(plan, group_amax(plan, amax), group_low(plan, low or {}),
+                                                          target)
     weight_inits, weight_nodes, weight_dq = _weight_dequantizers(plan, {i.name: i for i in graph.initializer})
     # Rewire readers, then rebuild the node list in topological order.
     nodes = list(graph.node)
@@ -65,20 +70,29 @@ def insert_qdq(model, plan: QuantPlan, amax: dict[str, float], unsigned: Optiona
     return out
 
 
-def _activation_pairs(plan: QuantPlan, shared: dict[str, float], unsigned: set):
+def group_low(plan: QuantPlan, low: dict[str, float]) -> dict[str, Optional[float]]:
+    """Each tensor's observed min lowered to its group's (None where a member's is unknown)."""
+    shared = {}
+    for members in plan.group_members().values():
+        lows = [low.get(m) for m in members]
+        value = None if any(v is None for v in lows) else min(lows)
+        shared.update(dict.fromkeys(members, value))
+    return shared
+
+
+def _activation_pairs(plan: QuantPlan, shared: dict[str, float], low: dict[str, Optional[float]], target):
     """One Q/DQ pair per activation tensor, to be placed right after its producer:
     (initializers, tensor -> [Q, DQ], (reader node, input index) -> the DQ output it reads)."""
     from onnx import helper, numpy_helper
 
     inits, nodes, replacement = [], {}, {}
     for tensor, readers in plan.activations.items():
-        scale = max(shared[tensor] / 127.0, MIN_SCALE)
+        scale, zero_point = target.activation(shared[tensor], low[tensor])
         base = tensor.replace("/", "_").strip("_") or "t"
         scale_name, zp_name = f"{base}_scale", f"{base}_zero_point"
         q_out, dq_out = f"{tensor}_quantized", f"{tensor}_dequantized"
-        zp_type = np.uint8 if tensor in unsigned else np.int8
         inits += [numpy_helper.from_array(np.array(scale, dtype=np.float32), scale_name),
-                  numpy_helper.from_array(np.array(0, dtype=zp_type), zp_name)]
+                  numpy_helper.from_array(zero_point, zp_name)]
         nodes.setdefault(tensor, []).extend([
             helper.make_node("QuantizeLinear", [tensor, scale_name, zp_name], [q_out], name=f"{base}_QuantizeLinear"),
             helper.make_node("DequantizeLinear", [q_out, scale_name, zp_name], [dq_out], name=f"{base}_DequantizeLinear"),

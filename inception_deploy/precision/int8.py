@@ -1,6 +1,7 @@
 """INT8 (stage: quantize --int8): a pipeline of named steps over one Int8Job.
 
-    find_cache -> equalize -> calibrate -> choose_rules -> fit_budget -> insert -> bias_correct -> write_cache
+    find_cache -> equalize -> calibrate -> choose_rules -> fit_budget -> insert -> bias_correct -> finish_target
+    -> write_cache
 
 Each step reads and fills the job and returns at once when it has nothing to do. The
 calibration images are one CalibrationSet, opened when a step first needs them and read
@@ -67,6 +68,12 @@ class Int8Job:
     @property
     def unsigned(self) -> Optional[set]:  # tensors quantized as uint8 (an ORT-only option)
         return self.cache.unsigned_tensors() if self.int8.unsigned_activations else None
+
+    @property
+    def target(self):  # the runtime the graph is typed for (targets.py)
+        from .targets import make_target
+
+        return make_target(self.int8.target, self.int8.unsigned_activations)
 
     def images(self, why: str):
         """The calibration images (a CalibrationSet), or a UserError saying `why` they are needed."""
@@ -188,8 +195,12 @@ def insert(job: Int8Job) -> None:
     from .insert import insert_qdq
     from .placement import plan_quantization
 
-    job.plan = plan_quantization(job.graph, job.rules)
-    job.quantized = insert_qdq(job.graph, job.plan, job.cache.amax(), job.unsigned)
+    job.plan = plan_quantization(job.graph, job.rules, job.target.read_quantized)
+    if job.target.name == "tensorrt":
+        job.quantized = insert_qdq(job.graph, job.plan, job.cache.amax(), job.unsigned)
+    else:  # the target types each activation from its calibrated amax and observed min
+        low = {t: r.min for t, r in job.cache.tensors.items() if r.min is not None}
+        job.quantized = insert_qdq(job.graph, job.plan, job.cache.amax(), target=job.target, low=low)
 
 
 def bias_correct(job: Int8Job) -> None:
@@ -219,6 +230,12 @@ def bias_correct(job: Int8Job) -> None:
     job.corrected = correct_bias(job.quantized, shifts)
 
 
+def finish_target(job: Int8Job) -> None:
+    """What the target needs once the float biases are final (ort-cpu: int32 biases)."""
+    if job.target.finish(job.quantized):
+        job.notes.append(f"target {job.target.name}: int32 biases behind their own DequantizeLinear")
+
+
 def write_cache(job: Int8Job) -> None:
     """The cache beside the output (or at --calib-cache), unless it is the user's own, unchanged;
     and TensorRT's text cache, except for an equalized graph (its scales are not the FP32 file's).
@@ -237,7 +254,8 @@ def write_cache(job: Int8Job) -> None:
         job.writes.append(lambda: job.cache.save_tensorrt(trt))
 
 
-STEPS = (find_cache, equalize, calibrate, choose_rules, fit_budget, insert, bias_correct, write_cache)
+STEPS = (find_cache, equalize, calibrate, choose_rules, fit_budget, insert, bias_correct, finish_target,
+         write_cache)
 
 
 def quantize_int8(model, recipe, output_path: Path, calib_cache=None, allow_fewer: bool = False,

@@ -88,8 +88,11 @@ def _weight_axis(node) -> int:
     return 0
 
 
-def plan_quantization(model, rules: Iterable[Rule] = ()) -> QuantPlan:
-    rules = list(rules)
+def plan_quantization(model, rules: Iterable[Rule] = (), read_quantized: Iterable[str] = ()) -> QuantPlan:
+    """`read_quantized`: op types (without weights) whose data input is read through a Q/DQ
+    too, so a target's runtime can fuse the op before them (ort-cpu: Flatten, so that the
+    Concat and GlobalAveragePool before a float classifier run as QLinear kernels)."""
+    rules, read_quantized = list(rules), set(read_quantized)
     plan = QuantPlan()
     producers = {o: n for n in model.graph.node for o in n.output}
     initializers = {i.name for i in model.graph.initializer}
@@ -121,6 +124,9 @@ def plan_quantization(model, rules: Iterable[Rule] = ()) -> QuantPlan:
         plan.weights[node.name] = (weight, _weight_axis(node))
         read_through_qdq(node.input[0], node.name, 0)
 
+    for node in model.graph.node:
+        if node.op_type in read_quantized and node.input and not first_match(rules, node):
+            read_through_qdq(node.input[0], node.name, 0)
     # Extend the region backwards through pools, shape-only ops and Concat.
     while pending:
         tensor = pending.pop()

@@ -26,7 +26,8 @@ EVAL_BATCH_BYTES = 8 << 20  # input bytes a comparison batch: ORT's arena grows 
 # The quantize flags, by the recipe key each one overrides.
 FLAGS = {"calibration.data": "--calib-data", "calibration.count": "--calib-count",
          "calibration.method": "--calib-method", "precision.int8.accuracy_budget": "--accuracy-budget",
-         "precision.int8.bias_correction": "--bias-correction", "precision.int8.equalize": "--equalize"}
+         "precision.int8.bias_correction": "--bias-correction", "precision.int8.equalize": "--equalize",
+         "precision.int8.target": "--for"}
 
 
 def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "int8", calib_data=None,
@@ -34,7 +35,8 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
                   accuracy_budget: Optional[float] = None, progress: bool = True,
                   allow_fewer: bool = False, sensitivity_images: int = SENSITIVITY_IMAGES,
                   bias_correction: Optional[bool] = None, equalize: Optional[bool] = None,
-                  preprocessing: Optional[dict] = None, eval_data=None) -> QuantizeResult:
+                  preprocessing: Optional[dict] = None, eval_data=None,
+                  target: Optional[str] = None) -> QuantizeResult:
     """FP32 ONNX -> INT8 (Q/DQ) or FP16 ONNX, compared with the FP32 graph on the data at hand.
 
     recipe: a Recipe, a bundled name or a YAML path; None: the one the input's manifest names.
@@ -43,7 +45,8 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
     from each Conv/Gemm's float bias the mean output shift int8 rounding causes on the
     calibration images, measured depth by depth (bias.py; numbers in calibration/README.md).
     `equalize`: rescale Conv output channels so each fills more of its tensor's shared int8
-    range (equalize.py). calib_cache: reused when it exists and no calib_data is given, else
+    range (equalize.py). `target`: the runtime the INT8 graph is for, tensorrt or ort-cpu
+    (precision.int8.target; targets.py). calib_cache: reused when it exists and no calib_data is given, else
     written there. preprocessing: recipe keys the preprocessing flags set
     (graph_recipe.preprocessing_overrides); for a graph with no recipe they and the graph make one.
     eval_data: the held-out images of the built-in comparison (default: the recipe's
@@ -61,7 +64,8 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
     recipe = recipe.with_overrides({
         "calibration.data": None if calib_data is None else str(calib_data), "calibration.count": calib_count,
         "calibration.method": calib_method, "precision.int8.accuracy_budget": accuracy_budget,
-        "precision.int8.bias_correction": bias_correction, "precision.int8.equalize": equalize}, FLAGS)
+        "precision.int8.bias_correction": bias_correction, "precision.int8.equalize": equalize,
+        "precision.int8.target": target}, FLAGS)
     output_path = Path(output_path) if output_path is not None else default_output(input_path, precision)
     if output_path.resolve() == input_path.resolve():
         raise UserError(f"output {output_path} would overwrite the input; choose another -o")
@@ -126,6 +130,7 @@ def _int8(model, recipe, output_path: Path, calib_cache, allow_fewer: bool, prog
           sensitivity_images: int) -> tuple[QuantizeResult, dict, dict, list]:
     from ..fileio import sha256_json
     from .int8 import quantize_int8
+    from .targets import MANIFEST_KEY
 
     job = quantize_int8(model, recipe, output_path, calib_cache, allow_fewer, progress, sensitivity_images)
     cache = job.cache
@@ -137,7 +142,7 @@ def _int8(model, recipe, output_path: Path, calib_cache, allow_fewer: bool, prog
     result.model = job.quantized
     details = {"calibration": {"method": cache.method, "params": cache.params, "data": cache.data},
                "excluded": [e.__dict__ for e in job.plan.excluded], "bias_corrected_layers": len(job.corrected),
-               "equalized_layers": job.equalized,
+               "equalized_layers": job.equalized, MANIFEST_KEY: job.target.name,
                "accuracy_budget": job.sensitivity.summary() if job.sensitivity else None}
     return result, details, {"calibration_cache_sha256": sha256_json(cache.to_json())}, job.writes
 
