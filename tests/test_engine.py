@@ -469,6 +469,12 @@ def test_manifest_round_trip_beside_the_plan(tmp_path):
     assert loaded.tensorrt_version == "10.16.1" and loaded.model_dump()["recipe"] == "googlenet-digits"
     assert loaded.builder == "tensorrt"  # manifests written before TensorRT-RTX plans say nothing else
     assert read_manifest(tmp_path / "other.plan") is None
+    # the artifact-level reader takes a plan's path too, and gives the same manifest as a dict
+    from inception_deploy.manifest import read_manifest as read_any_manifest
+
+    assert read_any_manifest(plan) == loaded.model_dump(mode="json")
+    assert read_any_manifest(str(plan))["recipe"] == "googlenet-digits"
+    assert read_any_manifest(tmp_path / "other.plan") is None
     manifest_path(plan).write_text("{}")
     with pytest.raises(UserError, match=r"g.int8.plan.json: not a valid engine manifest \(Field required\)"):
         read_manifest(plan)
