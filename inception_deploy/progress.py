@@ -94,12 +94,16 @@ class ProgressBar:
         self._started = 0.0
         self._latest = description  # the last description advance() gave (epoch, loss), for plain lines
 
-    def __enter__(self) -> "ProgressBar":
-        if not self.enabled:
-            return self
+    def _begin(self) -> None:
+        """Start the clock and settle plain lines vs rich (plain exactly when stdout is no TTY)."""
         self._started = time.perf_counter()
         if self.plain is None:
             self.plain = not is_terminal()
+
+    def __enter__(self) -> "ProgressBar":
+        if not self.enabled:
+            return self
+        self._begin()
         if self.plain:
             size = f" ({self.total} steps)" if self.total else ""
             say(f"{self.description}: started{size}" + (f", {self.about}" if self.about else ""))
@@ -179,9 +183,7 @@ class working(ProgressBar):
     def __enter__(self) -> "working":
         if not self.enabled:
             return self
-        self._started = time.perf_counter()
-        if self.plain is None:
-            self.plain = not is_terminal()
+        self._begin()
         say(f"{self.description}: started" + (f", {self.about}" if self.about else ""))
         if self.plain:
             self._ticker = _Ticker(self._plain_line, self.interval).start()
