@@ -102,3 +102,34 @@ def test_equalized_int8_digits_graph_is_closer_to_fp32(digits_opt_onnx, tmp_path
     assert equalized.evaluation.main.mean_abs_error < 0.9 * plain.evaluation.main.mean_abs_error
     assert equalized.evaluation.main.top1_agreement >= 0.99
     assert equalized.manifest["history"][-1]["equalized_layers"] == 57
+
+
+def test_a_weight_shared_by_two_convs_is_copied_then_scaled_and_the_fp32_function_holds():
+    """Two Convs read one weight initializer: each gets its own scaled copy (the copy used to be
+    registered before the graph's own, so the graph kept the unscaled values with a scaled bias)."""
+    rng = np.random.default_rng(3)
+
+    def init(name, *shape):
+        return numpy_helper.from_array(rng.normal(0, 0.5, shape).astype(np.float32), name)
+
+    nodes = [helper.make_node("Conv", ["x", "w", "bp"], ["p"], name="conv_p"),
+             helper.make_node("Relu", ["p"], ["rp"], name="relu_p"),
+             helper.make_node("Conv", ["x", "w", "bq"], ["q"], name="conv_q"),
+             helper.make_node("Relu", ["q"], ["rq"], name="relu_q"),
+             helper.make_node("Concat", ["rp", "rq"], ["cat"], name="cat", axis=1),
+             helper.make_node("Conv", ["cat", "wr"], ["r"], name="conv_r"),
+             helper.make_node("GlobalAveragePool", ["r"], ["gap"], name="gap"),
+             helper.make_node("Flatten", ["gap"], ["y"], name="flat")]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [init("w", 4, 3, 3, 3), init("bp", 4), init("bq", 4), init("wr", 2, 8, 1, 1)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    inputs = rng.normal(size=(8, 3, 8, 8)).astype(np.float32)
+    scales = equalization_scales(model, [inputs], strength=1.0)
+    assert sorted(scales) == ["conv_p", "conv_q"] and any(float(s.max()) > 1.5 for s in scales.values())
+    equalized = apply_equalization(model, scales)
+    readers = {n.name: n.input[1] for n in equalized.graph.node if n.name in ("conv_p", "conv_q")}
+    assert len(set(readers.values())) == 2  # one private copy each
+    before, after = (run(session(m), inputs)["y"] for m in (model, equalized))
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)

@@ -31,7 +31,7 @@ def create_session(model, provider: str = "cpu", threads: int | None = None, spi
     threads: intra-op threads (None: ORT's default, one per core). spinning=False stops idle
     workers from busy-waiting, for callers that keep a core busy themselves (calibration
     folds statistics while ORT runs the next batch). extra_outputs: intermediate tensors the
-    session also returns (the model is copied; see graph_utils.with_outputs)."""
+    session also returns (added to the serialized model only; graph_utils.serialized_with_outputs)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -47,13 +47,13 @@ def create_session(model, provider: str = "cpu", threads: int | None = None, spi
     }[optimization]
     extra_outputs = list(extra_outputs)
     if extra_outputs:
-        from ..graph_utils import with_outputs
+        from ..graph_utils import serialized_with_outputs
 
         if not hasattr(model, "SerializeToString"):
             import onnx
 
             model = onnx.load(str(model)) if not isinstance(model, bytes) else onnx.load_from_string(model)
-        model = with_outputs(model, extra_outputs)
+        model = serialized_with_outputs(model, extra_outputs)
     if hasattr(model, "SerializeToString"):
         model = model.SerializeToString()
     elif isinstance(model, Path):

@@ -38,16 +38,11 @@ def preflight(params: Mapping[str, object], output_suffixes: tuple[str, ...] = (
         for item in value if isinstance(value, (list, tuple)) else [value]:
             path = Path(str(item)) if item else None
             if path is not None and path.suffix == ".onnx" and path.is_file():
-                _check_onnx(path)
+                # The main input is read next by the command (artifact.load_onnx): it keeps this parse.
+                _check_onnx(path, keep=key == "model")
 
 
-def _check_onnx(path: Path) -> None:
-    import onnx
+def _check_onnx(path: Path, keep: bool) -> None:
+    from ..onnx_reader import check_ahead
 
-    from ..onnx_reader import check_graph
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - unparsable: the command's own reader reports it
-        return
-    check_graph(model, path)
+    check_ahead(path, keep)

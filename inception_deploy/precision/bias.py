@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..graph_utils import attribute, constant_source, drop_unused_initializers
+from ..graph_utils import GraphIndex, attribute, constant_source, drop_unused_initializers
 
 CORRECTED_OPS = ("Conv", "Gemm")
 
@@ -86,13 +86,14 @@ def correctable_layers(quantized, channels: dict[str, int]) -> dict[str, float]:
     (Gemm's beta, else 1)."""
     from onnx import numpy_helper
 
-    initializers = {i.name: i for i in quantized.graph.initializer}
+    lookup = GraphIndex(quantized)
+    initializers = lookup.initializers
     found = {}
     for node in quantized.graph.node:
         if node.name not in channels:
             continue
         if len(node.input) > 2 and node.input[2]:
-            source = constant_source(quantized, node.input[2])
+            source = constant_source(quantized, node.input[2], lookup)
             if source is None or numpy_helper.to_array(initializers[source]).size != channels[node.name]:
                 continue  # computed at run time, or broadcast in a way a per-channel shift cannot follow
         divisor = float(attribute(node, "beta", 1.0)) if node.op_type == "Gemm" else 1.0
@@ -282,14 +283,15 @@ def correct_bias(model, shifts: dict[str, np.ndarray]) -> list[str]:
     corrected."""
     from onnx import numpy_helper
 
-    initializers = {i.name: i for i in model.graph.initializer}
+    lookup = GraphIndex(model)
+    initializers = lookup.initializers
     corrected = []
     for node in model.graph.node:
         shift = shifts.get(node.name)
         if node.op_type not in CORRECTED_OPS or shift is None:
             continue
         if len(node.input) > 2 and node.input[2]:
-            source = constant_source(model, node.input[2])
+            source = constant_source(model, node.input[2], lookup)
             if source is None:
                 continue  # a bias computed at run time: leave it
             bias = numpy_helper.to_array(initializers[source]).astype(np.float32)
@@ -310,7 +312,7 @@ def correct_bias(model, shifts: dict[str, np.ndarray]) -> list[str]:
         name = f"{node.name.replace('/', '_').strip('_')}_bias_corrected"
         tensor = numpy_helper.from_array(new, name)
         model.graph.initializer.append(tensor)
-        initializers[name] = tensor
+        lookup.add(model.graph.initializer[-1])
         while len(node.input) < 3:
             node.input.append("")
         node.input[2] = name

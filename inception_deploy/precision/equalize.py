@@ -28,7 +28,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..graph_utils import attribute, constant_source, consumers, drop_unused_initializers, inferred_dims
+from ..graph_utils import GraphIndex, attribute, constant_source, consumers, inferred_dims
 
 # Ops between a Relu and the next Conv/Gemm that commute with a positive per-channel scale.
 PASS_THROUGH = {"Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Concat"}
@@ -54,9 +54,10 @@ def find_scalable(model) -> list[ScalableChannels]:
     outputs = {o.name for o in graph.output}
     shapes = inferred_dims(model)
     channels = {name: dims[1] for name, dims in shapes.items() if len(dims) >= 2 and dims[1] > 0}
+    lookup = GraphIndex(model)
     found = []
     for node in graph.node:
-        if node.op_type != "Conv" or constant_source(model, node.input[1]) is None:
+        if node.op_type != "Conv" or constant_source(model, node.input[1], lookup) is None:
             continue
         after = readers_of.get(node.output[0], [])
         if len(after) != 1 or after[0][0].op_type != "Relu" or node.output[0] in outputs:
@@ -72,7 +73,7 @@ def find_scalable(model) -> list[ScalableChannels]:
             ok = tensor not in outputs
             for reader, index in readers_of.get(tensor, []):
                 if reader.op_type in ("Conv", "Gemm"):
-                    ok = ok and index == 0 and constant_source(model, reader.input[1]) is not None
+                    ok = ok and index == 0 and constant_source(model, reader.input[1], lookup) is not None
                     ok = ok and attribute(reader, "group", 1) == 1 and not attribute(reader, "transA", 0)
                     item.readers.append((reader.name, offset))
                 elif reader.op_type == "Concat" and attribute(reader, "axis", 1) == 1:
@@ -103,13 +104,13 @@ def _channel_absmax(value: np.ndarray) -> np.ndarray:
 def channel_absmax(model, tensors: list[str], batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
     """Per-channel max |x| of each tensor over the images (one streamed ORT pass: memory does
     not grow with the number of images). As in collect.collect_statistics, ORT runs batch
-    k + 1 in a worker thread (cores - 1 threads, not spinning) while this thread reduces batch k."""
+    k + 1 in a worker thread (non-spinning threads, one per core) while this thread reduces batch k."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..backends.onnxruntime_backend import create_session
     from ..cpu import cores
 
-    sess = create_session(model, threads=max(1, cores() - 1), spinning=False, extra_outputs=tensors)
+    sess = create_session(model, threads=cores(), spinning=False, extra_outputs=tensors)
     input_name = sess.get_inputs()[0].name
     result: dict[str, np.ndarray] = {}
 
@@ -156,36 +157,33 @@ def equalization_scales(model, batches: Iterable[np.ndarray], strength: float = 
 def apply_equalization(model, scales: dict[str, np.ndarray]):
     """A copy of `model` with each listed Conv's output channels scaled by s and the weights
     reading them divided by s: the same FP32 function. Initializers shared by several nodes
-    are copied before they are changed."""
-    import onnx
+    are copied before they are changed. The copy is made without the weights and gets each
+    one once, new or as it was (graph_utils.copy_without_initializers says why)."""
     from onnx import numpy_helper
 
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    graph = out.graph
-    nodes = {n.name: n for n in graph.node}
-    items = {item.conv: item for item in find_scalable(out)}
+    from ..graph_utils import copy_without_initializers
+
+    out = copy_without_initializers(model)
+    nodes = {n.name: n for n in out.graph.node}
+    items = {item.conv: item for item in find_scalable(model)}
     users: dict[str, int] = {}
-    for node in graph.node:
+    for node in out.graph.node:
         for name in node.input:
             users[name] = users.get(name, 0) + 1
-    initializers = {i.name: i for i in graph.initializer}
-    arrays: dict[str, np.ndarray] = {}
+    lookup = GraphIndex(model)  # the input's weights and producers (the copy's nodes write the same tensors)
+    initializers = lookup.initializers
+    arrays: dict[str, np.ndarray] = {}  # initializer -> its new values (private copies included)
 
     def owned(node, index: int) -> str:
         """The initializer behind node.input[index], made private to this node when shared."""
-        source = constant_source(out, node.input[index])
-        if node.input[index] == source and users.get(source, 0) <= 1:
-            name = source
-        else:
-            name = f"{node.name.replace('/', '_').strip('_')}_equalized_{index}"
-            if name not in initializers:
-                tensor = numpy_helper.from_array(numpy_helper.to_array(initializers[source]), name)
-                graph.initializer.append(tensor)
-                initializers[name] = tensor
-            node.input[index] = name
-        if name not in arrays:
-            arrays[name] = numpy_helper.to_array(initializers[name]).astype(np.float32).copy()
+        current = node.input[index]
+        if current in arrays:  # already this node's own (or made private for it)
+            return current
+        source = constant_source(model, current, lookup)
+        name = source if current == source and users.get(source, 0) <= 1 else \
+            f"{node.name.replace('/', '_').strip('_')}_equalized_{index}"
+        node.input[index] = name
+        arrays[name] = numpy_helper.to_array(initializers[source]).astype(np.float32)  # a new array
         return name
 
     for conv_name, scale in scales.items():
@@ -208,7 +206,12 @@ def apply_equalization(model, scales: dict[str, np.ndarray]):
                 arrays[weight][:, window] /= scale.reshape(1, -1)
             else:
                 arrays[weight][window] /= scale.reshape(-1, 1)
+    read = {name for node in out.graph.node for name in node.input}
+    for init in model.graph.initializer:  # in the input's order, then the private copies
+        if init.name in arrays:
+            out.graph.initializer.append(numpy_helper.from_array(arrays.pop(init.name), init.name))
+        elif init.name in read:
+            out.graph.initializer.append(init)
     for name, array in arrays.items():
-        initializers[name].CopyFrom(numpy_helper.from_array(array.astype(np.float32), name))
-    drop_unused_initializers(out)
+        out.graph.initializer.append(numpy_helper.from_array(array, name))
     return out

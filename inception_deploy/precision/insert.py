@@ -34,18 +34,17 @@ def insert_qdq(model, plan: QuantPlan, amax: dict[str, float], unsigned: Optiona
     `target` (targets.py) with `low` (tensor -> observed min): the target decides each
     activation's scale and zero point instead (ort-cpu: asymmetric uint8).
     """
-    import onnx
+    from ..graph_utils import copy_without_initializers
 
-    from ..graph_utils import drop_unused_initializers
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    # Without the float weights: the ones the int8 weights replace never enter the copy (a
+    # protobuf arena would keep their bytes after a delete: 95 MB on Inception v3).
+    out = copy_without_initializers(model)
     graph = out.graph
     if target is None:
         target, low = TensorRTTarget(unsigned_activations=True), {t: 0.0 for t in unsigned or ()}
     act_inits, act_nodes, replacement = _activation_pairs(plan, group_amax(plan, amax), group_low(plan, low or {}),
                                                           target)
-    weight_inits, weight_nodes, weight_dq = _weight_dequantizers(plan, {i.name: i for i in graph.initializer})
+    weight_inits, weight_nodes, weight_dq = _weight_dequantizers(plan, {i.name: i for i in model.graph.initializer})
     # Rewire readers, then rebuild the node list in topological order.
     nodes = list(graph.node)
     for node in nodes:
@@ -63,9 +62,10 @@ def insert_qdq(model, plan: QuantPlan, amax: dict[str, float], unsigned: Optiona
             ordered += act_nodes.get(output, [])
     del graph.node[:]
     graph.node.extend(ordered)
+    # The float initializers still read stay (biases, float layers' weights), in their order.
+    read = {name for node in ordered for name in node.input} | {o.name for o in graph.output}
+    graph.initializer.extend(init for init in model.graph.initializer if init.name in read)
     graph.initializer.extend(act_inits + weight_inits)
-    # The float weights no DequantizeLinear replaced stay; the quantized ones go if unused.
-    drop_unused_initializers(out, keep={o.name for o in graph.output})
     _ensure_opset(out, 13)
     return out
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..graph_utils import attribute, constant_source
+from ..graph_utils import GraphIndex, attribute, constant_source
 from .rules import Rule, first_match
 
 QUANTIZED_OPS = ("Conv", "Gemm")
@@ -108,11 +108,12 @@ def plan_quantization(model, rules: Iterable[Rule] = (), read_quantized: Iterabl
         if (consumer, index) not in plan.activations[tensor]:
             plan.activations[tensor].append((consumer, index))
 
+    lookup = GraphIndex(model)
     for node in model.graph.node:
         if node.op_type not in QUANTIZED_OPS:
             continue
         reason = first_match(rules, node)
-        weight = constant_source(model, node.input[1]) if len(node.input) > 1 else None
+        weight = constant_source(model, node.input[1], lookup) if len(node.input) > 1 else None
         if reason is None and weight is None:
             reason = "weight is computed at run time, not a constant"
         if reason is None and node.op_type == "Gemm" and attribute(node, "transA", 0):
