@@ -17,7 +17,7 @@ GoogLeNet's INT8 logits by up to 0.067 from the operator-by-operator result.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -102,33 +102,48 @@ class Evaluation:
         return lines
 
 
-def evaluate(reference_model, candidate_model, batches: Iterable[tuple[np.ndarray, Optional[np.ndarray]]],
-             source: str, in_sample: bool = False) -> Evaluation:
-    """The FP32 graph against the new one; a Q/DQ graph in the EXACT mode, and OPTIMIZED beside it."""
+def evaluate(reference_model, candidate_model, batches, source: str, in_sample: bool = False) -> Evaluation:
+    """The FP32 graph against the new one; a Q/DQ graph in the EXACT mode, and OPTIMIZED beside it.
+
+    `batches`: (inputs, labels or None) pairs, or a function that returns them afresh (read
+    once per session). The sessions run one after another, each over every batch, holding
+    only the reference outputs between them: three sessions alive at once (two of them float
+    copies of the weights) made the peak memory of quantize on Inception v3."""
     from ..backends.onnxruntime_backend import create_session
 
+    again = batches if callable(batches) else (lambda listed=list(batches): listed)
     qdq = has_qdq(candidate_model)
     mode = EXACT if qdq else OPTIMIZED
     ref = create_session(reference_model)
-    cand = create_session(candidate_model, optimization=MODE_LEVELS[mode])
-    fast = create_session(candidate_model, optimization=MODE_LEVELS[OPTIMIZED]) if qdq else None
     names = [o.name for o in ref.get_outputs()]
+    ref_in = ref.get_inputs()[0].name
+    references, labels_seen = [], []
+    for inputs, labels in again():
+        references.append(dict(zip(names, ref.run(names, {ref_in: inputs}))))
+        labels_seen.append(labels)
+    del ref
     result = Evaluation(source, {name: OutputComparison(name) for name in names}, mode=mode, in_sample=in_sample,
                         optimized=OutputComparison(names[0]) if qdq else None)
-    ref_in, cand_in = ref.get_inputs()[0].name, cand.get_inputs()[0].name
-    for inputs, labels in batches:
-        ref_out = dict(zip(names, ref.run(names, {ref_in: inputs})))
-        cand_out = dict(zip(names, cand.run(names, {cand_in: inputs})))
-        for name in names:
-            result.comparisons[name].update(ref_out[name], cand_out[name])
-        fast_out = fast.run([names[0]], {cand_in: inputs})[0] if fast is not None else None
-        if fast_out is not None:
-            result.optimized.update(ref_out[names[0]], fast_out)
+    first = names[0]
+    for labels, ref_out in zip(labels_seen, references):
         if labels is not None:
-            first = names[0]
             result.labelled += len(labels)
             result.reference_correct += int((ref_out[first].argmax(1) == labels).sum())
-            result.candidate_correct += int((cand_out[first].argmax(1) == labels).sum())
-            if fast_out is not None:
-                result.optimized_correct += int((fast_out.argmax(1) == labels).sum())
+
+    def run_candidate(level: str, wanted: list[str]):
+        session = create_session(candidate_model, optimization=level)
+        feed = session.get_inputs()[0].name
+        for (inputs, _), ref_out, labels in zip(again(), references, labels_seen):
+            yield ref_out, dict(zip(wanted, session.run(wanted, {feed: inputs}))), labels
+
+    for ref_out, out, labels in run_candidate(MODE_LEVELS[mode], names):
+        for name in names:
+            result.comparisons[name].update(ref_out[name], out[name])
+        if labels is not None:
+            result.candidate_correct += int((out[first].argmax(1) == labels).sum())
+    if qdq:
+        for ref_out, out, labels in run_candidate(MODE_LEVELS[OPTIMIZED], [first]):
+            result.optimized.update(ref_out[first], out[first])
+            if labels is not None:
+                result.optimized_correct += int((out[first].argmax(1) == labels).sum())
     return result
