@@ -73,6 +73,7 @@ class Equalization:
 
     params: dict
     scales: dict[str, list[float]]
+    images: Optional[int] = None  # the images the channel ranges came from (older caches: not said)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return _float32(self.scales)
@@ -143,7 +144,9 @@ class CalibrationCache:
                "method": self.method, "params": self.params, "data": self.data,
                "tensors": {name: r.to_json() for name, r in self.tensors.items()}}
         if self.equalization is not None:
-            out["equalization"] = {"params": self.equalization.params, "scales": self.equalization.scales}
+            eq = self.equalization
+            out["equalization"] = {"params": eq.params, "scales": eq.scales,
+                                   **({} if eq.images is None else {"images": eq.images})}
         if self.bias_correction is not None:
             b = self.bias_correction
             out["bias_correction"] = {"key": b.key, "images": b.images, "source": b.source, "shifts": b.shifts}
@@ -160,7 +163,7 @@ class CalibrationCache:
             eq, bias = raw.get("equalization"), raw.get("bias_correction")
             cache = cls(raw["model_sha256"], raw["recipe"], raw["preprocessing"], raw["preprocessing_sha256"],
                         raw["method"], raw["params"], raw["data"], tensors,
-                        Equalization(eq["params"], eq["scales"]) if isinstance(eq, dict) else None,
+                        Equalization(eq["params"], eq["scales"], eq.get("images")) if isinstance(eq, dict) else None,
                         BiasCorrections(bias["key"], bias["images"], bias["source"], bias["shifts"])
                         if isinstance(bias, dict) else None,
                         {k: v for k, v in raw.items() if k not in _KNOWN}, where)

@@ -74,10 +74,11 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
     derived = derived_concats(model, tensors) if derive_concats else {}
     graph_inputs = {i.name for i in model.graph.input}
     measured = [t for t in dict.fromkeys(tensors) if t not in derived]
-    # ORT gets every core but one, which is the fold thread's (see below), and its workers do
-    # not spin (a spinning worker burns the fold's core). Inception v3, 64 images, 2 cores:
-    # 14.0 s with ORT's default (2 spinning threads), 10.6 s with 2 non-spinning, 10.0 s with 1.
-    session = create_session(model, threads=threads or max(1, cores() - 1), spinning=False, extra_outputs=measured)
+    # ORT's workers do not spin: a spinning worker burns the core the fold thread (below) needs.
+    # Inception v3, 64 images, 2 cores, a quiet machine: 2 non-spinning threads 7.4-8.0 s, 1
+    # thread 8.9-9.8 s (ORT waits on the fold less than the fold waits on ORT); ORT's default
+    # (2 spinning threads) was 14.0 s under load.
+    session = create_session(model, threads=threads or cores(), spinning=False, extra_outputs=measured)
     input_name = session.get_inputs()[0].name
     wanted = [t for t in measured if t not in graph_inputs]
     fed = [t for t in measured if t in graph_inputs]

@@ -39,6 +39,7 @@ class Int8Job:
     graph: object = None  # the FP32 graph the Q/DQ go into: the input, or its equalized twin
     scales: Optional[dict] = None  # equalization scales measured now
     equalized: int = 0  # Conv layers rescaled
+    equalize_images: Optional[int] = None  # the images the scales measured now came from
     rules: list = field(default_factory=list)
     sensitivity: object = None  # sensitivity.SensitivityReport
     plan: object = None  # placement.QuantPlan
@@ -143,7 +144,16 @@ def equalize(job: Int8Job) -> None:
         # Batches capped like calibration's: the pass returns every Relu output (on Inception v3
         # at 299, batches of 32 made this pass alone hold 4 GB).
         batch = calibration_batch_size(job.model, job.tensors, job.recipe.calibration.batch_size)
-        job.scales = equalization_scales(job.model, images.batches(batch), **params)
+        job.equalize_images = count = min(job.int8.equalize_images, len(images.info.items))
+        if count < len(images.info.items):
+            # A scale needs each channel's |x| max only roughly (it is a square root, clipped,
+            # and the calibration after it measures the ranges the scales make): the first
+            # images of the choice do, at a fraction of a pass (calibration/README.md).
+            chosen = images.array(count)
+            batches = (chosen[start:start + batch] for start in range(0, count, batch))
+        else:
+            batches = images.batches(batch)
+        job.scales = equalization_scales(job.model, batches, **params)
         scales = job.scales
     else:  # the amax were measured on the graph these scales make
         scales = job.cache.equalization.arrays() if job.cache.equalization is not None else {}
@@ -163,7 +173,8 @@ def calibrate(job: Int8Job) -> None:
                                       job.progress, serves=job.model)
     if job.scales is not None:
         job.cache.equalization = Equalization(job.equalization,
-                                              {k: [float(v) for v in s] for k, s in sorted(job.scales.items())})
+                                              {k: [float(v) for v in s] for k, s in sorted(job.scales.items())},
+                                              job.equalize_images)
     job.provenance = Provenance.CALIBRATED
 
 
