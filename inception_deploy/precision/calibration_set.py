@@ -50,6 +50,7 @@ class CalibrationSet:
         self._folder: Optional[Path] = None
         self._stored: list[int] = []  # dataset indices in the spill file, in order
         self._shape: Optional[tuple] = None
+        self.batch_indices: list[np.ndarray] = []  # the dataset indices of each batch of the current pass
 
     @property
     def info(self) -> CalibrationData:
@@ -79,7 +80,9 @@ class CalibrationSet:
             self._spill = self._folder = None
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        """The preprocessed images, `batch_size` at a time, in dataset order."""
+        """The preprocessed images, `batch_size` at a time, in dataset order (batch k's dataset
+        indices in batch_indices[k] once it is yielded)."""
+        self.batch_indices = []
         if self._spilled:
             yield from self._read_spill(list(range(len(self._stored))), batch_size)
             return
@@ -91,10 +94,21 @@ class CalibrationSet:
             if spill is not None:
                 spill.close()
 
+    def chosen(self, count: int) -> np.ndarray:
+        """The dataset indices array(count) reads (a class-balanced subset of the set)."""
+        return self._choose(count)
+
     def array(self, count: int) -> np.ndarray:
         """A class-balanced `count` of these images in memory (the first `count` the seed picks:
         a subset of the set), for steps that go over them many times (bias correction)."""
         chosen = self._choose(count)
+        during = self.batch_indices  # a pass's record stays as it was
+        try:
+            return self._array(chosen)
+        finally:
+            self.batch_indices = during
+
+    def _array(self, chosen: np.ndarray) -> np.ndarray:
         if self._spilled:
             position = {index: k for k, index in enumerate(self._stored)}
             batches = self._read_spill([position[int(i)] for i in chosen if int(i) in position], 64)
@@ -114,6 +128,7 @@ class CalibrationSet:
         skipped_before = len(self.dataset.skipped)
         for inputs, _, idx in self.dataset.batches(self.recipe.preprocessing, batch_size, indices):
             info.used += len(idx)
+            self.batch_indices.append(np.asarray(idx))
             if spill is not None:
                 inputs.tofile(spill)
                 stored += [int(i) for i in idx]
@@ -148,6 +163,7 @@ class CalibrationSet:
         with open(self._folder / "images.f32", "rb") as handle:
             for start in range(0, len(positions), batch_size):
                 part = positions[start:start + batch_size]
+                self.batch_indices.append(np.asarray([self._stored[p] for p in part]))
                 batch = np.empty((len(part), per_image), dtype=np.float32)
                 if part == list(range(part[0], part[0] + len(part))):
                     handle.seek(part[0] * per_image * 4)

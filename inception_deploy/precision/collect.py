@@ -60,13 +60,46 @@ def calibration_batch_size(model, tensors: Iterable[str], wanted: int) -> int:
     return max(1, min(wanted, BATCH_BYTES_BUDGET // max(per_image_bytes(model, tensors), 1)))
 
 
+class InputMeans:
+    """Per-position means of some tensors over chosen images of the calibration pass: the
+    layer inputs bias correction derives its FP32 reference from (bias.means_through_layers).
+    `rows(k)`: which rows of the k-th batch are chosen images (a boolean mask)."""
+
+    def __init__(self, tensors: Iterable[str], batch_indices, chosen: Iterable[int]) -> None:
+        """`batch_indices`: the pass's list of each batch's dataset indices (CalibrationSet's);
+        `chosen`: the dataset indices to average over."""
+        self.tensors, self.batch_indices = list(dict.fromkeys(tensors)), batch_indices
+        self.chosen = np.asarray(sorted(set(int(i) for i in chosen)), dtype=np.int64)
+        self.sums: dict[str, np.ndarray] = {}
+        self.folded: list[int] = []  # the dataset indices averaged over
+
+    @property
+    def images(self) -> int:
+        return len(self.folded)
+
+    def fold(self, batch_number: int, values: dict[str, np.ndarray]) -> None:
+        indices = self.batch_indices()[batch_number]
+        mask = np.isin(indices, self.chosen)
+        if not mask.any():
+            return
+        self.folded += [int(i) for i in indices[mask]]
+        for name in self.tensors:
+            part = values[name][mask].sum(axis=0, dtype=np.float32)
+            self.sums[name] = part if name not in self.sums else self.sums[name] + part
+
+    def means(self) -> dict[str, np.ndarray]:
+        return {name: total / self.images for name, total in self.sums.items()} if self.images else {}
+
+
 def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray], histogram: bool = True,
                        bins: int = 4096, progress: bool = False, total: Optional[int] = None,
-                       threads: Optional[int] = None, derive_concats: bool = True) -> dict[str, TensorStats]:
+                       threads: Optional[int] = None, derive_concats: bool = True,
+                       means: Optional[InputMeans] = None) -> dict[str, TensorStats]:
     """One pass: run `model` (an FP32 onnx.ModelProto) on each batch with every tensor in
     `tensors` added as an output, and fold each batch into that tensor's statistics.
     With `derive_concats`, Concat outputs whose inputs are all calibrated are not measured but
-    merged from their inputs' statistics (exact; see derived_concats)."""
+    merged from their inputs' statistics (exact; see derived_concats). `means`: tensors whose
+    per-position means over chosen images the same pass also gathers (they are returned too)."""
     from ..backends.onnxruntime_backend import create_session
     from ..cpu import cores
     from ..progress import track
@@ -74,21 +107,29 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
     derived = derived_concats(model, tensors) if derive_concats else {}
     graph_inputs = {i.name for i in model.graph.input}
     measured = [t for t in dict.fromkeys(tensors) if t not in derived]
+    averaged = [t for t in (means.tensors if means else []) if t not in graph_inputs]
+    returned = list(dict.fromkeys(measured + averaged))
     # ORT's workers do not spin: a spinning worker burns the core the fold thread (below) needs.
     # Inception v3, 64 images, 2 cores, a quiet machine: 2 non-spinning threads 7.4-8.0 s, 1
     # thread 8.9-9.8 s (ORT waits on the fold less than the fold waits on ORT); ORT's default
     # (2 spinning threads) was 14.0 s under load.
-    session = create_session(model, threads=threads or cores(), spinning=False, extra_outputs=measured)
+    session = create_session(model, threads=threads or cores(), spinning=False, extra_outputs=returned)
     input_name = session.get_inputs()[0].name
-    wanted = [t for t in measured if t not in graph_inputs]
+    wanted = [t for t in returned if t not in graph_inputs]
     fed = [t for t in measured if t in graph_inputs]
     stats = {t: TensorStats(t, bins=bins) for t in measured}
+    folded = [0]
 
     def fold(batch: np.ndarray, outputs: list) -> None:
-        for name, value in zip(wanted, outputs):
-            stats[name].update(value, histogram)
+        values = dict(zip(wanted, outputs))
+        for name in measured:
+            if name not in graph_inputs:
+                stats[name].update(values[name], histogram)
         for name in fed:
             stats[name].update(batch, histogram)
+        if means is not None:
+            means.fold(folded[0], {**values, **{name: batch for name in graph_inputs}})
+        folded[0] += 1
 
     # ORT runs batch k+1 in a worker thread (it releases the GIL) while this thread folds
     # batch k into the histograms, so the two use the two cores side by side (numbers in
@@ -109,10 +150,11 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
     return {t: stats[t] for t in tensors}
 
 
-def calibrate(model, recipe, images, method: str, tensors: list[str], progress: bool = True, serves=None):
+def calibrate(model, recipe, images, method: str, tensors: list[str], progress: bool = True, serves=None,
+              means: Optional[InputMeans] = None):
     """Stream `images` (a CalibrationSet) through `model` once and return a CalibrationCache
     for the graph `serves` (default `model`: an equalized graph's cache serves its input graph,
-    whose scales it stores)."""
+    whose scales it stores). `means` gathers layer-input means on the way (InputMeans)."""
     from .cache import CalibrationCache, TensorRange
     from .calibrators import make_calibrator
 
@@ -120,7 +162,7 @@ def calibrate(model, recipe, images, method: str, tensors: list[str], progress: 
     calibrator = make_calibrator(method, cfg)
     batches = images.batches(calibration_batch_size(model, tensors, cfg.batch_size))
     stats = collect_statistics(model, tensors, batches, histogram=calibrator.needs_histogram, bins=2 * cfg.bins,
-                               progress=progress, total=len(images.info.items))
+                               progress=progress, total=len(images.info.items), means=means)
     ranges = {t: TensorRange(float(calibrator.amax(s)), float(s.absmax), s.min) for t, s in stats.items()}
     log.info("calibrated %d tensors on %d images of %s (%s)", len(tensors), images.info.used, images.source, method)
     return CalibrationCache.new(model if serves is None else serves, recipe, method, calibrator.params(), ranges,

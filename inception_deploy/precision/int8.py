@@ -40,6 +40,7 @@ class Int8Job:
     scales: Optional[dict] = None  # equalization scales measured now
     equalized: int = 0  # Conv layers rescaled
     equalize_images: Optional[int] = None  # the images the scales measured now came from
+    input_means: object = None  # collect.InputMeans: layer-input means gathered while calibrating
     rules: list = field(default_factory=list)
     sensitivity: object = None  # sensitivity.SensitivityReport
     plan: object = None  # placement.QuantPlan
@@ -164,13 +165,19 @@ def equalize(job: Int8Job) -> None:
 def calibrate(job: Int8Job) -> None:
     """Without a cache: stream the calibration images once through the graph and make one. It
     serves the input graph; the equalization scales it was measured with are stored in it."""
-    from .collect import calibrate as collect_and_calibrate
+    from .bias import layer_inputs
+    from .collect import InputMeans, calibrate as collect_and_calibrate
 
     if job.cache is not None:
         return
     images = job.images(NO_DATA.format(recipe=job.recipe.name))
+    means = None
+    if job.int8.bias_correction:  # the FP32 reference of bias correction, gathered on the way
+        chosen = images.chosen(min(job.int8.bias_correction_images, len(images.info.items)))
+        means = InputMeans(layer_inputs(job.graph).values(), lambda: images.batch_indices, chosen)
     job.cache = collect_and_calibrate(job.graph, job.recipe, images, job.recipe.calibration.method, job.tensors,
-                                      job.progress, serves=job.model)
+                                      job.progress, serves=job.model, means=means)
+    job.input_means = means
     if job.scales is not None:
         job.cache.equalization = Equalization(job.equalization,
                                               {k: [float(v) for v in s] for k, s in sorted(job.scales.items())},
@@ -218,7 +225,7 @@ def bias_correct(job: Int8Job) -> None:
     """Fold the mean output shift int8 rounding causes into the float biases: the cache's
     corrections when they were measured for this plan (same int8 layers, unsigned tensors and
     scales), else measured now, depth by depth, on the calibration images, and stored."""
-    from .bias import bias_key, correct_bias, measure_bias_corrections
+    from .bias import bias_key, correct_bias, means_through_layers, measure_bias_corrections
 
     if not job.int8.bias_correction:
         return
@@ -232,12 +239,20 @@ def bias_correct(job: Int8Job) -> None:
                             "for another set of int8 layers or scales; pass --calib-data, or --no-bias-correction")
         # A class-balanced choice by the calibration seed: the calibration images themselves
         # when the counts are equal, a subset of them otherwise.
-        inputs = images.array(min(job.cache.images, job.int8.bias_correction_images))
-        shifts = measure_bias_corrections(job.graph, job.quantized, inputs, job.progress)
+        count = min(job.cache.images, job.int8.bias_correction_images)
+        inputs = images.array(count)
+        means = job.input_means
+        # The means gathered during calibration serve only when they are over exactly these images.
+        fits = means is not None and len(inputs) == means.images and \
+            sorted(means.folded) == sorted(int(i) for i in images.chosen(count))
+        reference = means_through_layers(job.graph, means.means()) if fits else None
+        shifts = measure_bias_corrections(job.graph, job.quantized, inputs, job.progress, reference=reference)
         job.cache.bias_correction = BiasCorrections(
             key, len(inputs), images.source, {layer: [float(v) for v in s] for layer, s in sorted(shifts.items())})
         job.bias_measured = True
-        job.notes.append(f"bias correction measured on {len(inputs)} images of {images.source} ({len(shifts)} layers)")
+        how = "FP32 reference from the calibration pass" if reference is not None else "FP32 reference measured"
+        job.notes.append(f"bias correction measured on {len(inputs)} images of {images.source} ({len(shifts)} layers; "
+                         f"{how})")
     job.corrected = correct_bias(job.quantized, shifts)
 
 
