@@ -30,6 +30,12 @@ class OnnxArtifact:
     model: object  # onnx.ModelProto
     manifest: Optional[dict]
 
+    def release_model(self):
+        """The parsed graph, handed over: the artifact keeps none (so a stage that frees it
+        frees the memory; the file is still there to read again)."""
+        model, self.model = self.model, None
+        return model
+
     @property
     def opset(self) -> int:
         from .graph_utils import default_opset

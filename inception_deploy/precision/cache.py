@@ -23,7 +23,7 @@ import numpy as np
 
 from ..bundled import bundled_dir
 from ..errors import UserError
-from ..fileio import read_json_file, sha256_bytes, sha256_json, write_json_atomic, write_text_atomic
+from ..fileio import read_json_file, sha256_json, write_json_atomic, write_text_atomic
 
 FORMAT = "inception-deploy.calibration/1"
 # The repository's committed caches for bundled recipes, inside the package in a wheel (bundled.py).
@@ -48,13 +48,43 @@ def graph_sha256(model) -> str:
     inferred shapes (value_info) and the order of the initializers are left out: they change
     what a tool writes (optimize writes an unchanged graph as it was; onnx-ir adds shapes and
     reorders weights), not what the graph computes."""
-    graph = type(model.graph)()
-    graph.CopyFrom(model.graph)
-    del graph.value_info[:]
-    weights = sorted(graph.initializer, key=lambda t: t.name)
-    del graph.initializer[:]
-    graph.initializer.extend(weights)
-    return sha256_bytes(graph.SerializeToString(deterministic=True))
+    # The bytes are those of the graph serialized with value_info dropped and the initializers
+    # sorted (the digest committed caches carry), made piecewise without a copy of the weights:
+    # a protobuf message is its fields in field-number order, so it is the fields before
+    # `initializer` (5), each initializer as a length-delimited field 5, then the fields after.
+    # (Copying and re-sorting held three copies of Inception v3's 95 MB of weights at once.)
+    import hashlib
+
+    source = model.graph
+    before, after = type(source)(), type(source)()
+    for field_descriptor, value in source.ListFields():
+        number, name = field_descriptor.number, field_descriptor.name
+        if name in ("initializer", "value_info"):
+            continue
+        target = before if number < 5 else after
+        slot = getattr(target, name)
+        if hasattr(slot, "extend"):
+            slot.extend(value)
+        elif hasattr(slot, "CopyFrom"):
+            slot.CopyFrom(value)
+        else:
+            setattr(target, name, value)
+    digest = hashlib.sha256(before.SerializeToString(deterministic=True))
+    for weight in sorted(source.initializer, key=lambda t: t.name):
+        data = weight.SerializeToString(deterministic=True)
+        digest.update(b"\x2a" + _varint(len(data)))  # field 5, length-delimited
+        digest.update(data)
+    digest.update(after.SerializeToString(deterministic=True))
+    return digest.hexdigest()
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
 
 
 @dataclass
@@ -113,9 +143,10 @@ class CalibrationCache:
 
     @classmethod
     def new(cls, serves, recipe, method: str, params: dict, ranges: dict[str, TensorRange], info) -> "CalibrationCache":
-        """A cache for the graph `serves` (its sha256), from ranges measured on `info`'s images."""
+        """A cache for the graph `serves` (an onnx.ModelProto, or its graph_sha256 already made),
+        from ranges measured on `info`'s images."""
         pre = recipe.preprocessing_dict()
-        return cls(graph_sha256(serves), recipe.name, pre, sha256_json(pre), method, params,
+        return cls(serves if isinstance(serves, str) else graph_sha256(serves), recipe.name, pre, sha256_json(pre), method, params,
                    {"source": info.source, "images": info.used, "skipped": len(info.skipped),
                     "list_sha256": sha256_json(info.items)},
                    {name: ranges[name] for name in sorted(ranges)}, where=info.source)

@@ -154,7 +154,7 @@ def calibrate(model, recipe, images, method: str, tensors: list[str], progress: 
               means: Optional[InputMeans] = None):
     """Stream `images` (a CalibrationSet) through `model` once and return a CalibrationCache
     for the graph `serves` (default `model`: an equalized graph's cache serves its input graph,
-    whose scales it stores). `means` gathers layer-input means on the way (InputMeans)."""
+    whose scales it stores; that graph or its graph_sha256). `means` gathers layer-input means on the way (InputMeans)."""
     from .cache import CalibrationCache, TensorRange
     from .calibrators import make_calibrator
 

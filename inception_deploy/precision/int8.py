@@ -24,7 +24,7 @@ NO_DATA = ("no calibration data: pass --calib-data DIR|FILE.npz (or --calib-cach
 
 @dataclass
 class Int8Job:
-    model: object  # the FP32 input graph (onnx.ModelProto)
+    model: object  # the FP32 input graph (onnx.ModelProto); let go once its equalized twin is made
     recipe: object  # resolved, with the user's flags applied (Recipe.with_overrides)
     output_path: Path
     calib_cache: Optional[Path] = None  # --calib-cache: reused when it exists (without data), else written
@@ -51,6 +51,7 @@ class Int8Job:
     tensorrt_cache_path: Optional[Path] = None
     writes: list = field(default_factory=list)  # the cache files, written only once the graph is
     _images: object = None  # the CalibrationSet, opened by images()
+    model_sha256: str = ""  # the input graph's (cache.graph_sha256): what a cache made now serves
 
     def explicit(self, key: str) -> bool:
         """Whether the user set this recipe key by a flag (it then decides over stored caches)."""
@@ -160,6 +161,9 @@ def equalize(job: Int8Job) -> None:
         scales = job.cache.equalization.arrays() if job.cache.equalization is not None else {}
     if scales:
         job.graph, job.equalized = apply_equalization(job.model, scales), len(scales)
+        # Nothing after this step reads the input graph: its 95 MB (Inception v3) go now, the
+        # cache names it by job.model_sha256 and the comparison reads the file.
+        job.model = None
 
 
 def calibrate(job: Int8Job) -> None:
@@ -176,7 +180,7 @@ def calibrate(job: Int8Job) -> None:
         chosen = images.chosen(min(job.int8.bias_correction_images, len(images.info.items)))
         means = InputMeans(layer_inputs(job.graph).values(), lambda: images.batch_indices, chosen)
     job.cache = collect_and_calibrate(job.graph, job.recipe, images, job.recipe.calibration.method, job.tensors,
-                                      job.progress, serves=job.model, means=means)
+                                      job.progress, serves=job.model_sha256, means=means)
     job.input_means = means
     if job.scales is not None:
         job.cache.equalization = Equalization(job.equalization,
@@ -286,11 +290,16 @@ STEPS = (find_cache, equalize, calibrate, choose_rules, fit_budget, insert, bias
 
 def quantize_int8(model, recipe, output_path: Path, calib_cache=None, allow_fewer: bool = False,
                   progress: bool = True, sensitivity_images: int = SENSITIVITY_IMAGES) -> Int8Job:
-    """Run STEPS on `model` with a resolved `recipe`; the job holds the Q/DQ graph and the cache."""
+    """Run STEPS on `model` with a resolved `recipe`; the job holds the Q/DQ graph and the cache.
+    The job owns `model` (it lets it go after equalization): a caller that needs the input
+    graph later reads its file again."""
+    from .cache import graph_sha256
     from .placement import plan_quantization
 
     job = Int8Job(model, recipe, Path(output_path), None if calib_cache is None else Path(calib_cache), allow_fewer,
-                  progress, sensitivity_images, tensors=list(plan_quantization(model).activations))
+                  progress, sensitivity_images, tensors=list(plan_quantization(model).activations),
+                  model_sha256=graph_sha256(model))
+    del model
     try:
         for step in STEPS:
             step(job)

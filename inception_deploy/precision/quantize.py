@@ -75,9 +75,9 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
         result, inputs = _fp16(artifact.model, recipe, output_path, allow_fewer, progress), {}
         details = {"kept_fp32": [k.__dict__ for k in result.kept_fp32]}
     else:
-        result, details, inputs, writes = _int8(artifact.model, recipe, output_path, calib_cache, allow_fewer,
+        result, details, inputs, writes = _int8(artifact, recipe, output_path, calib_cache, allow_fewer,
                                                 progress, sensitivity_images)
-    _evaluate(result, artifact.model, recipe, eval_data)
+    _evaluate(result, input_path, recipe, eval_data)  # the FP32 reference: the input file
     if result.evaluation is not None:
         details["comparison"] = result.evaluation.summary()
     result.manifest = _manifest(artifact, recipe, precision, inputs, details)
@@ -127,13 +127,15 @@ def _fp16(model, recipe, output_path: Path, allow_fewer: bool, progress: bool) -
     return result
 
 
-def _int8(model, recipe, output_path: Path, calib_cache, allow_fewer: bool, progress: bool,
+def _int8(artifact, recipe, output_path: Path, calib_cache, allow_fewer: bool, progress: bool,
           sensitivity_images: int) -> tuple[QuantizeResult, dict, dict, list]:
     from ..fileio import sha256_json
     from .int8 import quantize_int8
     from .targets import MANIFEST_KEY
 
-    job = quantize_int8(model, recipe, output_path, calib_cache, allow_fewer, progress, sensitivity_images)
+    # The job owns the input graph (no frame here keeps it): it lets it go once equalized.
+    job = quantize_int8(artifact.release_model(), recipe, output_path, calib_cache, allow_fewer, progress,
+                        sensitivity_images)
     cache = job.cache
     result = QuantizeResult(output_path, "int8", cache_path=job.cache_path, tensorrt_cache_path=job.tensorrt_cache_path,
                             method=cache.method, calibration=job.describe(), provenance=job.provenance,
@@ -149,8 +151,8 @@ def _int8(model, recipe, output_path: Path, calib_cache, allow_fewer: bool, prog
 
 
 def _evaluate(result: QuantizeResult, model, recipe, eval_data=None) -> None:
-    """The FP32 graph against the new one on `eval_data`, else the recipe's validation data,
-    else the calibration data (marked in-sample, and on fewer images)."""
+    """The FP32 graph (`model`: its file or proto) against the new one on `eval_data`, else the
+    recipe's validation data, else the calibration data (marked in-sample, and on fewer images)."""
     from ..data import choose_indices, open_dataset
     from .evaluate import evaluate
 
