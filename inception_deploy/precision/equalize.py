@@ -96,9 +96,13 @@ def find_scalable(model) -> list[ScalableChannels]:
 
 
 def _channel_absmax(value: np.ndarray) -> np.ndarray:
-    """max |x| per channel (axis 1), without a full-size |x| copy."""
-    rows = value.reshape(value.shape[0], value.shape[1], -1)
-    return np.maximum(rows.max(axis=2).max(axis=0), -rows.min(axis=2).min(axis=0))
+    """max |x| per channel (axis 1), without a full-size |x| copy. Over the images first (an
+    elementwise max of contiguous rows), then over each channel's positions: reducing the
+    positions first was 3-20x slower on the small maps of deep layers (32 x 1024 x 2 x 2:
+    5.9 ms against 0.3), and the whole pass's fold took 1.8 s on the digits GoogLeNet."""
+    high, low = value.max(axis=0), value.min(axis=0)
+    channels = value.shape[1]
+    return np.maximum(high.reshape(channels, -1).max(axis=1), -low.reshape(channels, -1).min(axis=1))
 
 
 def channel_absmax(model, tensors: list[str], batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
