@@ -130,12 +130,14 @@ class Int8Section(_Section):
     unsigned_activations: bool = False
     bias_correction: bool = Field(True, description="fold the mean output shift int8 rounding causes into float biases, "
                                                     "measured layer by layer on the calibration images")
-    bias_correction_images: int = Field(16, ge=1, description="calibration images the corrections are measured on "
-                                                           "(the first of the calibration choice)")
+    bias_correction_images: Optional[int] = Field(
+        None, ge=1, description="calibration images the corrections are measured on (the first of the calibration "
+                                "choice; default: enough for 1024 values a channel at the smallest Conv map, at least 16)")
     equalize: bool = Field(True, description="rescale Conv output channels (an FP32 identity through Relu/pool/Concat) "
                                              "so each fills more of its tensor's shared int8 range")
-    equalize_images: int = Field(16, ge=1, description="calibration images the channel ranges are measured on "
-                                                     "(the first of the calibration choice)")
+    equalize_images: Optional[int] = Field(
+        None, ge=1, description="calibration images the channel ranges are measured on (the first of the calibration "
+                                "choice; default: as bias_correction_images)")
     equalize_strength: float = Field(0.5, gt=0, le=1, description="s = (tensor range / channel range) ** strength")
     equalize_max_scale: float = Field(16.0, ge=1, description="largest channel scale")
     exclude: list[ExclusionRule] = []

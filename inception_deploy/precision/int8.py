@@ -136,6 +136,7 @@ def equalize(job: Int8Job) -> None:
     scales, or by scales measured now on the calibration images (one streamed pass)."""
     from .collect import calibration_batch_size
     from .equalize import apply_equalization, equalization_scales
+    from .image_counts import images_for_channel_statistics
 
     job.graph = job.model
     params = job.equalization
@@ -146,7 +147,8 @@ def equalize(job: Int8Job) -> None:
         # Batches capped like calibration's: the pass returns every Relu output (on Inception v3
         # at 299, batches of 32 made this pass alone hold 4 GB).
         batch = calibration_batch_size(job.model, job.tensors, job.recipe.calibration.batch_size)
-        job.equalize_images = count = min(job.int8.equalize_images, len(images.info.items))
+        job.equalize_images = count = images_for_channel_statistics(job.model, len(images.info.items),
+                                                                    job.int8.equalize_images)
         if count < len(images.info.items):
             # A scale needs each channel's |x| max only roughly (it is a square root, clipped,
             # and the calibration after it measures the ranges the scales make): the first
@@ -171,13 +173,15 @@ def calibrate(job: Int8Job) -> None:
     serves the input graph; the equalization scales it was measured with are stored in it."""
     from .bias import layer_inputs
     from .collect import InputMeans, calibrate as collect_and_calibrate
+    from .image_counts import images_for_channel_statistics
 
     if job.cache is not None:
         return
     images = job.images(NO_DATA.format(recipe=job.recipe.name))
     means = None
     if job.int8.bias_correction:  # the FP32 reference of bias correction, gathered on the way
-        chosen = images.chosen(min(job.int8.bias_correction_images, len(images.info.items)))
+        chosen = images.chosen(images_for_channel_statistics(job.graph, len(images.info.items),
+                                                             job.int8.bias_correction_images))
         means = InputMeans(layer_inputs(job.graph).values(), lambda: images.batch_indices, chosen)
     job.cache = collect_and_calibrate(job.graph, job.recipe, images, job.recipe.calibration.method, job.tensors,
                                       job.progress, serves=job.model_sha256, means=means)
@@ -230,6 +234,7 @@ def bias_correct(job: Int8Job) -> None:
     corrections when they were measured for this plan (same int8 layers, unsigned tensors and
     scales), else measured now, depth by depth, on the calibration images, and stored."""
     from .bias import bias_key, correct_bias, means_through_layers, measure_bias_corrections
+    from .image_counts import images_for_channel_statistics
 
     if not job.int8.bias_correction:
         return
@@ -243,7 +248,7 @@ def bias_correct(job: Int8Job) -> None:
                             "for another set of int8 layers or scales; pass --calib-data, or --no-bias-correction")
         # A class-balanced choice by the calibration seed: the calibration images themselves
         # when the counts are equal, a subset of them otherwise.
-        count = min(job.cache.images, job.int8.bias_correction_images)
+        count = images_for_channel_statistics(job.graph, job.cache.images, job.int8.bias_correction_images)
         inputs = images.array(count)
         means = job.input_means
         # The means gathered during calibration serve only when they are over exactly these images.
