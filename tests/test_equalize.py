@@ -133,3 +133,26 @@ def test_a_weight_shared_by_two_convs_is_copied_then_scaled_and_the_fp32_functio
     assert len(set(readers.values())) == 2  # one private copy each
     before, after = (run(session(m), inputs)["y"] for m in (model, equalized))
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+
+
+def test_the_input_graph_scaled_per_channel_gives_the_equalized_graphs_statistics():
+    """quantize runs one session of the input graph for equalization and calibration: each
+    tensor the scaled channels reach, times its channel factors (tensor_scales), has the
+    equalized graph's ranges; through the Concat, b's channels sit after a's 4."""
+    from inception_deploy.precision.collect import collect_statistics
+    from inception_deploy.precision.equalize import tensor_scales
+
+    model = _branchy_graph()
+    inputs = np.random.default_rng(4).normal(size=(16, 3, 8, 8)).astype(np.float32)
+    scales = equalization_scales(model, [inputs], strength=1.0)
+    factors = tensor_scales(model, scales)
+    np.testing.assert_array_equal(factors["cat"][:4], scales["conv_a"])
+    np.testing.assert_array_equal(factors["cat"][4:], scales["conv_b"])
+    tensors = ["cat", "pool", "flat"]
+    scaled = collect_statistics(model, tensors, [inputs[:8], inputs[8:]], scales=factors)
+    equalized = collect_statistics(apply_equalization(model, scales), tensors, [inputs[:8], inputs[8:]])
+    for name in tensors:
+        assert scaled[name].max == pytest.approx(equalized[name].max, rel=1e-5)
+        assert scaled[name].min == pytest.approx(equalized[name].min, rel=1e-5, abs=1e-6)
+        assert scaled[name].width == equalized[name].width
+        assert np.abs(scaled[name].hist - equalized[name].hist).sum() <= 2  # a value on a bin edge may move

@@ -94,12 +94,16 @@ class InputMeans:
 def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray], histogram: bool = True,
                        bins: int = 4096, progress: bool = False, total: Optional[int] = None,
                        threads: Optional[int] = None, derive_concats: bool = True,
-                       means: Optional[InputMeans] = None) -> dict[str, TensorStats]:
+                       means: Optional[InputMeans] = None, session=None,
+                       scales: Optional[dict[str, np.ndarray]] = None) -> dict[str, TensorStats]:
     """One pass: run `model` (an FP32 onnx.ModelProto) on each batch with every tensor in
     `tensors` added as an output, and fold each batch into that tensor's statistics.
     With `derive_concats`, Concat outputs whose inputs are all calibrated are not measured but
     merged from their inputs' statistics (exact; see derived_concats). `means`: tensors whose
-    per-position means over chosen images the same pass also gathers (they are returned too)."""
+    per-position means over chosen images the same pass also gathers (they are returned too).
+    `session`: a session of `model` (or of a graph `scales` turns into it) that returns every
+    tensor needed; `scales`: tensor -> per-channel factors applied to its values first
+    (equalize.tensor_scales: the equalized graph's statistics from the input graph's pass)."""
     from ..backends.onnxruntime_backend import create_session
     from ..cpu import cores
     from ..progress import track
@@ -113,7 +117,8 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
     # Inception v3, 64 images, 2 cores, a quiet machine: 2 non-spinning threads 7.4-8.0 s, 1
     # thread 8.9-9.8 s (ORT waits on the fold less than the fold waits on ORT); ORT's default
     # (2 spinning threads) was 14.0 s under load.
-    session = create_session(model, threads=threads or cores(), spinning=False, extra_outputs=returned)
+    session = session or create_session(model, threads=threads or cores(), spinning=False, extra_outputs=returned)
+    scales = scales or {}
     input_name = session.get_inputs()[0].name
     wanted = [t for t in returned if t not in graph_inputs]
     fed = [t for t in measured if t in graph_inputs]
@@ -122,6 +127,10 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
 
     def fold(batch: np.ndarray, outputs: list) -> None:
         values = dict(zip(wanted, outputs))
+        for name, factors in scales.items():
+            if name in values:
+                value = values[name]
+                values[name] = value * factors.reshape((1, -1) + (1,) * (value.ndim - 2))
         for name in measured:
             if name not in graph_inputs:
                 stats[name].update(values[name], histogram)
@@ -151,18 +160,20 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
 
 
 def calibrate(model, recipe, images, method: str, tensors: list[str], progress: bool = True, serves=None,
-              means: Optional[InputMeans] = None):
+              means: Optional[InputMeans] = None, session=None, scales: Optional[dict] = None, batch: int = 0):
     """Stream `images` (a CalibrationSet) through `model` once and return a CalibrationCache
     for the graph `serves` (default `model`: an equalized graph's cache serves its input graph,
-    whose scales it stores; that graph or its graph_sha256). `means` gathers layer-input means on the way (InputMeans)."""
+    whose scales it stores; that graph or its graph_sha256). `means` gathers layer-input means on the way (InputMeans).
+    `session`, `scales` (collect_statistics) with `batch` (its images a run) reuse another pass's session."""
     from .cache import CalibrationCache, TensorRange
     from .calibrators import make_calibrator
 
     cfg = recipe.calibration
     calibrator = make_calibrator(method, cfg)
-    batches = images.batches(calibration_batch_size(model, tensors, cfg.batch_size))
+    batches = images.batches(batch or calibration_batch_size(model, tensors, cfg.batch_size))
     stats = collect_statistics(model, tensors, batches, histogram=calibrator.needs_histogram, bins=2 * cfg.bins,
-                               progress=progress, total=len(images.info.items), means=means)
+                               progress=progress, total=len(images.info.items), means=means, session=session,
+                               scales=scales)
     ranges = {t: TensorRange(float(calibrator.amax(s)), float(s.absmax), s.min) for t, s in stats.items()}
     log.info("calibrated %d tensors on %d images of %s (%s)", len(tensors), images.info.used, images.source, method)
     return CalibrationCache.new(model if serves is None else serves, recipe, method, calibrator.params(), ranges,

@@ -44,6 +44,7 @@ class ScalableChannels:
     channels: int
     tensors: list[str] = field(default_factory=list)  # every tensor the channels flow through
     readers: list[tuple[str, int]] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)  # where the channels sit in each of `tensors`
 
 
 def find_scalable(model) -> list[ScalableChannels]:
@@ -70,6 +71,7 @@ def find_scalable(model) -> list[ScalableChannels]:
         while stack and ok:
             tensor, offset = stack.pop()
             item.tensors.append(tensor)
+            item.offsets.append(offset)
             ok = tensor not in outputs
             for reader, index in readers_of.get(tensor, []):
                 if reader.op_type in ("Conv", "Gemm"):
@@ -105,16 +107,17 @@ def _channel_absmax(value: np.ndarray) -> np.ndarray:
     return np.maximum(high.reshape(channels, -1).max(axis=1), -low.reshape(channels, -1).min(axis=1))
 
 
-def channel_absmax(model, tensors: list[str], batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
+def channel_absmax(model, tensors: list[str], batches: Iterable[np.ndarray], session=None) -> dict[str, np.ndarray]:
     """Per-channel max |x| of each tensor over the images (one streamed ORT pass: memory does
     not grow with the number of images). As in collect.collect_statistics, ORT runs batch
-    k + 1 in a worker thread (non-spinning threads, one per core) while this thread reduces batch k."""
+    k + 1 in a worker thread (non-spinning threads, one per core) while this thread reduces
+    batch k. `session`: a session of `model` that already returns `tensors` (else one is made)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..backends.onnxruntime_backend import create_session
     from ..cpu import cores
 
-    sess = create_session(model, threads=cores(), spinning=False, extra_outputs=tensors)
+    sess = session or create_session(model, threads=cores(), spinning=False, extra_outputs=tensors)
     input_name = sess.get_inputs()[0].name
     result: dict[str, np.ndarray] = {}
 
@@ -135,14 +138,20 @@ def channel_absmax(model, tensors: list[str], batches: Iterable[np.ndarray]) -> 
     return result
 
 
-def equalization_scales(model, batches: Iterable[np.ndarray], strength: float = 0.5, max_scale: float = 16.0
-                        ) -> dict[str, np.ndarray]:
-    """Conv name -> per-output-channel scale s_i >= 1, from the channel ranges on `batches`."""
+def measured_tensors(model) -> list[str]:
+    """The tensors equalization_scales reads the channel ranges of."""
+    return sorted({t for item in find_scalable(model) for t in item.tensors})
+
+
+def equalization_scales(model, batches: Iterable[np.ndarray], strength: float = 0.5, max_scale: float = 16.0,
+                        session=None) -> dict[str, np.ndarray]:
+    """Conv name -> per-output-channel scale s_i >= 1, from the channel ranges on `batches`.
+    `session`: a session of `model` returning at least measured_tensors(model)."""
     from .placement import plan_quantization
 
     scalable = find_scalable(model)
     tensors = sorted({t for item in scalable for t in item.tensors})
-    ranges = channel_absmax(model, tensors, batches)
+    ranges = channel_absmax(model, tensors, batches, session)
     plan = plan_quantization(model)
     group_range: dict[str, float] = {}
     for tensor in tensors:
@@ -156,6 +165,25 @@ def equalization_scales(model, batches: Iterable[np.ndarray], strength: float = 
         scale[ranges[item.relu_output] == 0] = 1.0  # a dead channel: nothing to gain
         scales[item.conv] = scale.astype(np.float32)
     return scales
+
+
+def tensor_scales(model, scales: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Tensor -> the per-channel factor by which the equalized graph's tensor is the input
+    graph's (Relu, pools, Concat and Flatten carry the scaled Conv channels through; 1 on the
+    channels of unscaled branches), for every tensor the scaled channels reach. So one pass of
+    the input graph yields the equalized graph's statistics, up to float rounding."""
+    shapes = inferred_dims(model)
+    found: dict[str, np.ndarray] = {}
+    for item in find_scalable(model):
+        scale = scales.get(item.conv)
+        if scale is None:
+            continue
+        for tensor, offset in zip(item.tensors, item.offsets):
+            dims = shapes.get(tensor, [])
+            channels = dims[1] if len(dims) >= 2 and dims[1] > 0 else offset + len(scale)
+            factors = found.setdefault(tensor, np.ones(channels, dtype=np.float32))
+            factors[offset:offset + len(scale)] = scale
+    return found
 
 
 def apply_equalization(model, scales: dict[str, np.ndarray]):
