@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # Measured on Inception v3 299 (64 images, 124 tensors as outputs): batches of 2-4 images run
 # 8.2-8.7 s in ORT, batches of 8 (the old 512 MiB budget) 11 s: smaller outputs stay in cache.
 BATCH_BYTES_BUDGET = 128 << 20
+TRIM_EVERY = 8  # batches between hand-backs of freed heap memory (cpu.release_free_memory)
 
 
 def derived_concats(model, tensors: Iterable[str]) -> dict[str, tuple[list[str], int]]:
@@ -105,7 +106,7 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
     tensor needed; `scales`: tensor -> per-channel factors applied to its values first
     (equalize.tensor_scales: the equalized graph's statistics from the input graph's pass)."""
     from ..backends.onnxruntime_backend import create_session
-    from ..cpu import cores
+    from ..cpu import cores, release_free_memory
     from ..progress import track
 
     derived = derived_concats(model, tensors) if derive_concats else {}
@@ -139,6 +140,8 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
         if means is not None:
             means.fold(folded[0], {**values, **{name: batch for name in graph_inputs}})
         folded[0] += 1
+        if folded[0] % TRIM_EVERY == 0:
+            release_free_memory()
 
     # ORT runs batch k+1 in a worker thread (it releases the GIL) while this thread folds
     # batch k into the histograms, so the two use the two cores side by side (numbers in
