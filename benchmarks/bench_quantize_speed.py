@@ -127,8 +127,8 @@ def run(args) -> list[dict]:
             # falls on all of them alike); the fastest wall time and the largest peak RSS count.
             timings = {label: [] for label in runs}
             for attempt in range(args.repeat):
-                for label, cmd in runs.items():
-                    out = WORK / name / f"{label.split()[0]}-{count}-{len(rows)}-{len(timings)}.int8.onnx"
+                for number, (label, cmd) in enumerate(runs.items()):
+                    out = WORK / name / f"{label.split()[0]}-{count}-tool{number}-run{attempt}.int8.onnx"
                     cmd = cmd + (["--out", str(out)] if label.startswith("ort") else ["-o", str(out)])
                     timings[label].append((timed(cmd), out))
             for label, tries in timings.items():
