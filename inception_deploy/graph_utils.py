@@ -10,7 +10,7 @@ they work on onnx-ir objects, not protos.)
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import onnx
@@ -233,24 +233,26 @@ def drop_unused_initializers(model: onnx.ModelProto, keep: Iterable[str] = ()) -
         del initializers[position]
 
 
+def copy_fields(source, target, keep: Callable[[object], bool]) -> None:
+    """Copy into the protobuf message `target` each set field of `source` whose descriptor
+    `keep` accepts (repeated fields extended, messages copied, scalars set)."""
+    for field, value in source.ListFields():
+        if not keep(field):
+            continue
+        slot = getattr(target, field.name)
+        if hasattr(slot, "extend"):  # repeated
+            slot.extend(value)
+        elif hasattr(slot, "CopyFrom"):  # a message
+            slot.CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+
+
 def copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` with every field but the graph's initializers, for a caller that
     writes new weights: copying them first and then replacing each held both the old and the
     new bytes (a protobuf arena keeps replaced data until the whole message is freed)."""
-
-    def copy_fields(source, target, skip: str = "") -> None:
-        for field, value in source.ListFields():
-            if field.name == skip:
-                continue
-            slot = getattr(target, field.name)
-            if hasattr(slot, "extend"):  # repeated
-                slot.extend(value)
-            elif hasattr(slot, "CopyFrom"):  # a message
-                slot.CopyFrom(value)
-            else:
-                setattr(target, field.name, value)
-
     out = onnx.ModelProto()
-    copy_fields(model, out, skip="graph")
-    copy_fields(model.graph, out.graph, skip="initializer")
+    copy_fields(model, out, lambda field: field.name != "graph")
+    copy_fields(model.graph, out.graph, lambda field: field.name != "initializer")
     return out

@@ -55,20 +55,13 @@ def graph_sha256(model) -> str:
     # (Copying and re-sorting held three copies of Inception v3's 95 MB of weights at once.)
     import hashlib
 
+    from ..graph_utils import copy_fields
+
     source = model.graph
     before, after = type(source)(), type(source)()
-    for field_descriptor, value in source.ListFields():
-        number, name = field_descriptor.number, field_descriptor.name
-        if name in ("initializer", "value_info"):
-            continue
-        target = before if number < 5 else after
-        slot = getattr(target, name)
-        if hasattr(slot, "extend"):
-            slot.extend(value)
-        elif hasattr(slot, "CopyFrom"):
-            slot.CopyFrom(value)
-        else:
-            setattr(target, name, value)
+    hashed = lambda field: field.name not in ("initializer", "value_info")  # noqa: E731
+    copy_fields(source, before, lambda field: hashed(field) and field.number < 5)
+    copy_fields(source, after, lambda field: hashed(field) and field.number > 5)
     digest = hashlib.sha256(before.SerializeToString(deterministic=True))
     for weight in sorted(source.initializer, key=lambda t: t.name):
         data = weight.SerializeToString(deterministic=True)
