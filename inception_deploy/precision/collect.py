@@ -20,9 +20,13 @@ from .statistics import TensorStats
 log = logging.getLogger(__name__)
 
 # Tensors returned by one calibration batch stay under this many bytes (the batch is capped).
-# Measured on Inception v3 299 (64 images, 124 tensors as outputs): batches of 2-4 images run
-# 8.2-8.7 s in ORT, batches of 8 (the old 512 MiB budget) 11 s: smaller outputs stay in cache.
-BATCH_BYTES_BUDGET = 128 << 20
+# Each batch's outputs live about three times at once (ORT's arena, the returned arrays, the
+# next batch running beside), so the budget sets the peak RSS of quantize. Measured, quantize
+# --int8 at 256 images: digits GoogLeNet (1.45 MB an image) 128 MiB (batches of 64) 445-509
+# MB peak, 24 MiB (batches of 16) 348 MB, in the same time (12.0-12.4 s); Inception v3 at 299
+# (45.6 MB an image) 128 MiB (batches of 2) 1070 MB and 51.7 s, 32 MiB (one image) 760 MB
+# and 54.8 s. Earlier, on v3: batches of 8 (512 MiB) ran 11 s against 8.2-8.7 s for 2-4.
+BATCH_BYTES_BUDGET = 24 << 20
 TRIM_EVERY = 8  # batches between hand-backs of freed heap memory (cpu.release_free_memory)
 
 
@@ -129,9 +133,9 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
     def fold(batch: np.ndarray, outputs: list) -> None:
         values = dict(zip(wanted, outputs))
         for name, factors in scales.items():
-            if name in values:
+            if name in values:  # in place: the arrays are this batch's own (a copy cost 0.4 s on digits)
                 value = values[name]
-                values[name] = value * factors.reshape((1, -1) + (1,) * (value.ndim - 2))
+                np.multiply(value, factors.reshape((1, -1) + (1,) * (value.ndim - 2)), out=value)
         for name in measured:
             if name not in graph_inputs:
                 stats[name].update(values[name], histogram)
