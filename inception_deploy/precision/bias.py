@@ -273,7 +273,9 @@ class _Spilled:
         array = np.fromfile(self.folder / f"{stem}.bin", dtype=dtype, count=int(np.prod(shape)), offset=offset)
         array = array.reshape(shape)
         shift = self.shifts.get(name)
-        return array if shift is None else (array - shift.reshape((1, -1) + (1,) * (array.ndim - 2))).astype(dtype)
+        if shift is not None:  # in place: the array is read fresh from disk (shift is float32 as the array)
+            np.subtract(array, shift.astype(dtype, copy=False).reshape((1, -1) + (1,) * (array.ndim - 2)), out=array)
+        return array
 
     def drop(self, name: str) -> None:
         stem, _ = self.where.pop(name)

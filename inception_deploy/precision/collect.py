@@ -22,11 +22,12 @@ log = logging.getLogger(__name__)
 # Tensors returned by one calibration batch stay under this many bytes (the batch is capped).
 # Each batch's outputs live about three times at once (ORT's arena, the returned arrays, the
 # next batch running beside), so the budget sets the peak RSS of quantize. Measured, quantize
-# --int8 at 256 images: digits GoogLeNet (1.45 MB an image) 128 MiB (batches of 64) 445-509
-# MB peak, 24 MiB (batches of 16) 348 MB, in the same time (12.0-12.4 s); Inception v3 at 299
-# (45.6 MB an image) 128 MiB (batches of 2) 1070 MB and 51.7 s, 32 MiB (one image) 760 MB
-# and 54.8 s. Earlier, on v3: batches of 8 (512 MiB) ran 11 s against 8.2-8.7 s for 2-4.
-BATCH_BYTES_BUDGET = 24 << 20
+# --int8, digits GoogLeNet (1.45 MB an image): 128 MiB (batches of 64) 445-509 MB peak at 256
+# images, 24 MiB (16) 314-332 MB, 12 MiB (8) 294-307 MB at 64 and 256 images, the time within
+# the machine's noise; Inception v3 at 299 (45.6 MB an image), 256 images: 128 MiB (batches of
+# 2) 1070 MB and 51.7 s, one image 760 MB and 54.8 s. (Earlier, on v3: batches of 8 ran 11 s
+# against 8.2-8.7 s for 2-4.)
+BATCH_BYTES_BUDGET = 12 << 20
 TRIM_EVERY = 8  # batches between hand-backs of freed heap memory (cpu.release_free_memory)
 
 

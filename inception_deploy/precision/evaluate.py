@@ -122,7 +122,9 @@ def evaluate(reference_model, candidate_model, batches, source: str, in_sample: 
     memory of quantize on Inception v3; the Q/DQ graph's two (int8 weights) then run together.
     Outputs are kept whole (logits: 4 KB an image at 1000 classes)."""
     from ..backends.onnxruntime_backend import create_session
+    from ..cpu import release_free_memory
 
+    release_free_memory()  # what quantize's earlier steps freed: this step is its peak otherwise
     again = batches if callable(batches) else (lambda listed=list(batches): listed)
     qdq = has_qdq(candidate_model)
     mode = EXACT if qdq else OPTIMIZED
@@ -134,6 +136,7 @@ def evaluate(reference_model, candidate_model, batches, source: str, in_sample: 
         references.append(dict(zip(names, ref.run(names, {ref_in: inputs}))))
         labels_seen.append(labels)
     del ref
+    release_free_memory()  # the FP32 session's arena, before the Q/DQ graph's sessions make theirs
     result = Evaluation(source, {name: OutputComparison(name) for name in names}, mode=mode, in_sample=in_sample,
                         optimized=OutputComparison(names[0]) if qdq else None)
     first = names[0]
