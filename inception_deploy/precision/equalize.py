@@ -24,7 +24,7 @@ through Concat.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -138,9 +138,9 @@ def channel_absmax(model, tensors: list[str], batches: Iterable[np.ndarray], ses
     return result
 
 
-def measured_tensors(model) -> list[str]:
-    """The tensors equalization_scales reads the channel ranges of."""
-    return sorted({t for item in find_scalable(model) for t in item.tensors})
+def measured_tensors(model, scalable: Optional[list[ScalableChannels]] = None) -> list[str]:
+    """The tensors equalization_scales reads the channel ranges of (`scalable`: find_scalable's, when at hand)."""
+    return sorted({t for item in (find_scalable(model) if scalable is None else scalable) for t in item.tensors})
 
 
 def equalization_scales(model, batches: Iterable[np.ndarray], strength: float = 0.5, max_scale: float = 16.0,
@@ -150,7 +150,7 @@ def equalization_scales(model, batches: Iterable[np.ndarray], strength: float = 
     from .placement import plan_quantization
 
     scalable = find_scalable(model)
-    tensors = sorted({t for item in scalable for t in item.tensors})
+    tensors = measured_tensors(model, scalable)
     ranges = channel_absmax(model, tensors, batches, session)
     plan = plan_quantization(model)
     group_range: dict[str, float] = {}

@@ -60,12 +60,7 @@ class EntropyCalibrator(Calibrator):
             hlogh = np.concatenate([[0.0], np.cumsum(np.where(h > 0, h * np.log(np.maximum(h, 1)), 0.0))])
             levels = self.levels
             k = np.arange(levels + 1)
-            products = k[None, :] * ends[:, None]
-            if levels & (levels - 1) == 0:  # 128 levels: ceil(k i / 128) by a shift, not an int64 division
-                bounds = (products + (levels - 1)) >> (levels.bit_length() - 1)
-            else:
-                bounds = -((-products) // levels)  # ceil(k i / levels)
-            bounds = np.minimum(bounds, ends[:, None], out=bounds)
+            bounds = np.minimum(-((-k[None, :] * ends[:, None]) // levels), ends[:, None])  # ceil(k i / levels)
             # One gather per prefix array, then neighbour differences. A group with no non-empty
             # bin has sums 0, so mean 0 there without a mask, and 0 * log(1e-300) adds 0: the
             # same values as masking, with fewer passes over the (candidates x levels) arrays.
