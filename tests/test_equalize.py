@@ -95,7 +95,7 @@ def test_scales_that_do_not_fit_the_graph_are_refused():
 def test_equalized_int8_digits_graph_is_closer_to_fp32(digits_opt_onnx, tmp_path):
     """Same calibration (max, 64 images), with and without equalization, on the 450 held-out
     digits: every conv of GoogLeNet is equalized and the mean abs logit error drops."""
-    common = dict(calib_data="digits-train", calib_count=64, calib_method="max", progress=False)
+    common = dict(calib_data="digits-train", calib_count=64, calib_method="max", progress=False, eval_images=450)
     plain = quantize_onnx(digits_opt_onnx, tmp_path / "plain.int8.onnx", equalize=False, **common)
     equalized = quantize_onnx(digits_opt_onnx, tmp_path / "eq.int8.onnx", equalize=True, **common)
     assert plain.equalized == 0 and equalized.equalized == 57

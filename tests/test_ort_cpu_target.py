@@ -18,6 +18,8 @@ from inception_deploy.precision import quantize_onnx
 from inception_deploy.precision.targets import OrtCpuTarget
 from inception_deploy.recipes import recipe_from_dict
 
+HELD_OUT = 450  # every held-out digit (digits-holdout): what CI's INT8 accuracy assertions run on
+
 FIX = ("TensorRT takes symmetric int8 Q/DQ with float biases: quantize the FP32 graph again with "
        "`inception-deploy quantize --int8 --for tensorrt`")
 BY_MANIFEST = ("quantized for ONNX Runtime CPU (its manifest records `quantize --for ort-cpu`: asymmetric uint8 "
@@ -28,13 +30,13 @@ BY_MANIFEST = ("quantized for ONNX Runtime CPU (its manifest records `quantize -
 def ort_cpu_result(digits_opt_onnx, tmp_path_factory):
     """The ort-cpu graph from the committed entropy cache (and its bias corrections)."""
     out = tmp_path_factory.mktemp("ortcpu") / "googlenet-digits.ortcpu.int8.onnx"
-    return quantize_onnx(digits_opt_onnx, out, target="ort-cpu", progress=False)
+    return quantize_onnx(digits_opt_onnx, out, target="ort-cpu", progress=False, eval_images=HELD_OUT)
 
 
 @pytest.fixture(scope="module")
 def tensorrt_result(digits_opt_onnx, tmp_path_factory):
     out = tmp_path_factory.mktemp("trt") / "googlenet-digits.int8.onnx"
-    return quantize_onnx(digits_opt_onnx, out, progress=False)
+    return quantize_onnx(digits_opt_onnx, out, progress=False, eval_images=HELD_OUT)
 
 
 def _constants(model):

@@ -119,6 +119,32 @@ def test_evaluation_judges_qdq_graphs_in_exact_mode_and_reports_the_optimized_nu
     assert summary["mode"] == "exact" and summary["ort-optimized"]["differs"] is True
 
 
+def test_batches_run_two_at_a_time_keep_their_order_and_optimized_numbers_cover_the_first_images(qdq_graph):
+    """Several batches: the exact mode runs them concurrently (a batch per core) and is still the
+    numpy reference's error batch by batch; ORT's optimized numbers come from the first
+    `optimized_images`, with the exact mode's numbers on those same images beside them."""
+    model, reference, fp32 = qdq_graph
+    rng = np.random.default_rng(3)
+    batches = [(rng.uniform(-2, 2, (4, 3, 8, 8)).astype(F32), None) for _ in range(4)]
+    fp32_session = create_session(fp32)
+    numpy_errors = [np.abs(fp32_session.run(None, {"x": x})[0].astype(np.float64) - reference(x)).max()
+                    for x, _ in batches]
+    ev = evaluate(fp32, model, batches, "test images", optimized_images=8)
+    assert ev.main.count == 16
+    assert ev.main.max_abs_error == pytest.approx(max(numpy_errors), abs=1e-5)
+    assert ev.optimized.count == 8 and ev.optimized_subset and ev.exact_on_optimized.count == 8
+    first_two = evaluate(fp32, model, batches[:2], "test images", optimized_images=None)
+    assert not first_two.optimized_subset and first_two.exact_on_optimized is None
+    assert ev.exact_on_optimized.max_abs_error == first_two.main.max_abs_error
+    assert ev.optimized.max_abs_error == first_two.optimized.max_abs_error and ev.optimized_differs
+    line = ev.lines("INT8")[-1]
+    assert line.startswith("  ONNX Runtime with its graph optimizations on (differs, first 8 images; not what "
+                           "TensorRT computes): top-1 agreement")
+    assert f"(exact on those images: agreement 100.00%, max {first_two.main.max_abs_error:.4g})" in line
+    summary = ev.summary()[OPTIMIZED]
+    assert summary["samples"] == 8 and summary["exact_on_same_images"]["samples"] == 8
+
+
 def test_float_graphs_are_run_optimized(qdq_graph):
     _, _, fp32 = qdq_graph
     x = np.zeros((2, 3, 8, 8), F32)

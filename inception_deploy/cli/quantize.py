@@ -32,6 +32,9 @@ from .options import (FROM_RECIPE, artifact_path, common_options, echo, examples
 @click.option("--eval-data", default=None, metavar="DIR|FILE",
               show_default="the recipe's data.validation, else the calibration data (reported as in-sample)",
               help="held-out images for the FP32 comparison")
+@click.option("--eval-images", type=click.IntRange(min=1), default=None, metavar="N",
+              show_default="the recipe's data.max_images, else 256",
+              help="compare on at most N of them (`validate` runs on all)")
 @click.option("--for", "target", type=click.Choice(["tensorrt", "ort-cpu"]), default=None,
               show_default=f"{FROM_RECIPE}, tensorrt",
               help="INT8 graph for: tensorrt (symmetric int8, what build-engine takes) or ort-cpu (uint8, int32 "
@@ -41,7 +44,7 @@ from .options import (FROM_RECIPE, artifact_path, common_options, echo, examples
 @output_option("MODEL.int8.onnx / MODEL.fp16.onnx")
 @common_options
 def command(model, precision, recipe, calib_data, calib_count, calib_method, calib_cache, accuracy_budget,
-            bias_correction, equalize, eval_data, target, allow_fewer, preprocessing, output, json_path, quiet, verbose):
+            bias_correction, equalize, eval_data, eval_images, target, allow_fewer, preprocessing, output, json_path, quiet, verbose):
     """Make an INT8 or FP16 graph from an FP32 one and compare it with FP32 on the data at hand.
 
     A graph made elsewhere needs no recipe: its input and output names and size come from the
@@ -57,7 +60,7 @@ def command(model, precision, recipe, calib_data, calib_count, calib_method, cal
                            calib_count=calib_count, calib_method=calib_method, calib_cache=calib_cache,
                            accuracy_budget=accuracy_budget, progress=not quiet, allow_fewer=allow_fewer,
                            bias_correction=bias_correction, equalize=equalize, preprocessing=preprocessing,
-                           eval_data=eval_data, target=target)
+                           eval_data=eval_data, eval_images=eval_images, target=target)
     for line in result.lines():
         echo(line)
     write_json(json_path, {

@@ -8,7 +8,8 @@ A Q/DQ graph is judged by the exact ONNX Q/DQ semantics, the arithmetic TensorRT
 with its graph optimizations off, operator by operator as ONNX defines them (EXACT). Already
 its basic level rewrites Q/DQ (QLinear kernels with an int32 bias and their own
 requantization, signed-to-unsigned) and rounds differently; those numbers (OPTIMIZED) are
-measured beside and shown where they differ. tests/test_qdq_semantics.py checks the modes
+measured beside, on the first OPTIMIZED_IMAGES, and shown with the exact mode's numbers on
+those same images, where they differ. tests/test_qdq_semantics.py checks the modes
 against a numpy reference. Measured and dropped: ORT_ENABLE_ALL with its Q/DQ transformers
 off (session.disable_quant_qdq), faster and exact on the small test graph, moved the digits
 GoogLeNet's INT8 logits by up to 0.067 from the operator-by-operator result.
@@ -30,11 +31,16 @@ MODE_TEXT = {EXACT: "exact Q/DQ semantics: ONNX Runtime with graph optimizations
              OPTIMIZED: "ONNX Runtime with its graph optimizations on"}
 
 
-# The Q/DQ graph's two sessions run side by side only over several batches (one batch: the
-# in-sample check) and for weights up to this size as float: the exact mode dequantizes every
-# weight at run time, and on Inception v3 (95 MB) the second session raised quantize's peak
-# RSS from 756 to 961 MB for 7 images.
+# The Q/DQ graph's two sessions are alive at once only for weights up to this size as float:
+# the exact mode dequantizes every weight at run time, and on Inception v3 (95 MB) the second
+# session raised quantize's peak RSS from 756 to 961 MB for 7 images.
 SIDE_BY_SIDE_WEIGHT_BYTES = 64 << 20
+# ORT's optimized numbers (informational, never judged) are measured on the first images, at
+# least this many (whole batches), and the exact mode's numbers on the same images stand beside
+# them. Over all 450 held-out digits the optimized session cost as much as the exact one
+# (2.7 s of one core each), the largest part of quantize's time on the digits GoogLeNet; on 64
+# it costs 0.25 s.
+OPTIMIZED_IMAGES = 64
 
 
 def _float_weight_bytes(model) -> int:
@@ -62,6 +68,11 @@ class Evaluation:
     mode: str = OPTIMIZED  # how the new graph was run (MODE_TEXT)
     optimized: Optional[OutputComparison] = None  # a Q/DQ graph's main output under ORT's rewrites
     optimized_correct: int = 0
+    optimized_labelled: int = 0
+    # The exact mode's main output on the images the optimized numbers come from (the first
+    # OPTIMIZED_IMAGES): what `optimized` is set beside; the main comparison when they are all.
+    exact_on_optimized: Optional[OutputComparison] = None
+    exact_correct_on_optimized: int = 0
     in_sample: bool = False  # the data is the calibration data itself
 
     @property
@@ -77,8 +88,15 @@ class Evaluation:
         return self.candidate_correct / self.labelled if self.labelled else None
 
     @property
+    def optimized_subset(self) -> bool:
+        """Whether ORT's optimized numbers cover fewer images than the main comparison."""
+        return self.optimized is not None and self.optimized.count < self.main.count
+
+    @property
     def optimized_differs(self) -> bool:
-        return self.optimized is not None and differs(self.main, self.optimized)
+        if self.optimized is None:
+            return False
+        return differs(self.exact_on_optimized or self.main, self.optimized)
 
     def summary(self) -> dict:
         out = {"data": self.source, "in_sample": self.in_sample, "mode": self.mode, **self.main.summary()}
@@ -87,8 +105,13 @@ class Evaluation:
                        top1_delta_points=100 * (self.candidate_top1 - self.reference_top1))
         if self.optimized is not None:
             out[OPTIMIZED] = {**self.optimized.summary(), "differs": self.optimized_differs}
-            if self.labelled:
-                out[OPTIMIZED]["top1"] = self.optimized_correct / self.labelled
+            if self.optimized_labelled:
+                out[OPTIMIZED]["top1"] = self.optimized_correct / self.optimized_labelled
+            if self.optimized_subset:
+                same = self.exact_on_optimized
+                out[OPTIMIZED]["exact_on_same_images"] = {**same.summary(), **(
+                    {"top1": self.exact_correct_on_optimized / self.optimized_labelled}
+                    if self.optimized_labelled else {})}
         return out
 
     def lines(self, precision: str) -> list[str]:
@@ -102,10 +125,15 @@ class Evaluation:
         if self.optimized is not None:
             o = self.optimized
             same = "differs" if self.optimized_differs else "same"
-            text = (f"  {MODE_TEXT[OPTIMIZED]} ({same}; not what TensorRT computes): top-1 agreement "
+            where = f", first {o.count} images" if self.optimized_subset else ""
+            text = (f"  {MODE_TEXT[OPTIMIZED]} ({same}{where}; not what TensorRT computes): top-1 agreement "
                     f"{100 * o.top1_agreement:.2f}%   max abs logit error {o.max_abs_error:.4g}")
-            if self.labelled:
-                text += f"   top-1 {100 * self.optimized_correct / self.labelled:.2f}%"
+            if self.optimized_labelled:
+                text += f"   top-1 {100 * self.optimized_correct / self.optimized_labelled:.2f}%"
+            if self.optimized_subset:
+                e = self.exact_on_optimized
+                text += (f"   (exact on those images: agreement {100 * e.top1_agreement:.2f}%, "
+                         f"max {e.max_abs_error:.4g})")
             lines.append(text)
         if self.in_sample:
             lines.append(f"  warning: {self.source} is the calibration data itself (in-sample): these numbers are "
@@ -113,16 +141,22 @@ class Evaluation:
         return lines
 
 
-def evaluate(reference_model, candidate_model, batches, source: str, in_sample: bool = False) -> Evaluation:
-    """The FP32 graph against the new one; a Q/DQ graph in the EXACT mode, and OPTIMIZED beside it.
+def evaluate(reference_model, candidate_model, batches, source: str, in_sample: bool = False,
+             optimized_images: Optional[int] = OPTIMIZED_IMAGES) -> Evaluation:
+    """The FP32 graph against the new one; a Q/DQ graph in the EXACT mode, and OPTIMIZED beside
+    it on the first `optimized_images` (whole batches; None: all).
 
     `batches`: (inputs, labels or None) pairs, or a function that returns them afresh (read
     once per session). The FP32 session runs first and alone, holding only its outputs after:
     three sessions alive at once (two of them float copies of the weights) made the peak
-    memory of quantize on Inception v3; the Q/DQ graph's two (int8 weights) then run together.
-    Outputs are kept whole (logits: 4 KB an image at 1000 classes)."""
-    from ..backends.onnxruntime_backend import create_session
-    from ..cpu import release_free_memory
+    memory of quantize on Inception v3. Over several batches the Q/DQ graph's sessions are
+    single-threaded and run a batch on each core (onnxruntime_backend.run_concurrently); one
+    batch (the in-sample check) runs on all cores at once. Outputs are kept whole (logits:
+    4 KB an image at 1000 classes)."""
+    from itertools import islice
+
+    from ..backends.onnxruntime_backend import create_session, run_concurrently
+    from ..cpu import cores, release_free_memory
 
     release_free_memory()  # what quantize's earlier steps freed: this step is its peak otherwise
     again = batches if callable(batches) else (lambda listed=list(batches): listed)
@@ -137,50 +171,57 @@ def evaluate(reference_model, candidate_model, batches, source: str, in_sample: 
         labels_seen.append(labels)
     del ref
     release_free_memory()  # the FP32 session's arena, before the Q/DQ graph's sessions make theirs
-    result = Evaluation(source, {name: OutputComparison(name) for name in names}, mode=mode, in_sample=in_sample,
-                        optimized=OutputComparison(names[0]) if qdq else None)
+    result = Evaluation(source, {name: OutputComparison(name) for name in names}, mode=mode, in_sample=in_sample)
     first = names[0]
     for labels, ref_out in zip(labels_seen, references):
         if labels is not None:
             result.labelled += len(labels)
             result.reference_correct += int((ref_out[first].argmax(1) == labels).sum())
+    # One batch: one session at a time on every core; several: single-threaded sessions, a
+    # batch on each core (onnxruntime_backend.run_concurrently).
+    many = len(references) > 1
+    workers = cores() if many else 1
 
-    def run_candidate(level: str, wanted: list[str], threads: Optional[int] = None) -> list:
-        session = create_session(candidate_model, optimization=level, threads=threads)
-        feed = session.get_inputs()[0].name
-        return [dict(zip(wanted, session.run(wanted, {feed: inputs}))) for inputs, _ in again()]
-
-    def judge_main(outputs: list) -> None:
-        for ref_out, out, labels in zip(references, outputs, labels_seen):
-            for name in names:
-                result.comparisons[name].update(ref_out[name], out[name])
-            if labels is not None:
-                result.candidate_correct += int((out[first].argmax(1) == labels).sum())
-
-    def judge_optimized(outputs: list) -> None:
-        for ref_out, out, labels in zip(references, outputs, labels_seen):
-            result.optimized.update(ref_out[first], out[first])
-            if labels is not None:
-                result.optimized_correct += int((out[first].argmax(1) == labels).sum())
+    def session_for(level: str):
+        return create_session(candidate_model, optimization=level, threads=1 if many else None)
 
     if not qdq:
-        judge_main(run_candidate(MODE_LEVELS[mode], names))
+        outputs = list(run_concurrently(session_for(MODE_LEVELS[mode]), names, (x for x, _ in again()), workers))
+        _judge(result, references, labels_seen, outputs, names)
         return result
-    if len(references) < 2 or _float_weight_bytes(candidate_model) > SIDE_BY_SIDE_WEIGHT_BYTES:
-        judge_main(run_candidate(MODE_LEVELS[mode], names))
-        judge_optimized(run_candidate(MODE_LEVELS[OPTIMIZED], [first]))
-        return result
-    # The two modes of a Q/DQ graph run side by side, one core each: ONNX Runtime's unoptimized
-    # kernels scale poorly over cores (digits GoogLeNet, 450 images: 1.97 s + 1.96 s one after
-    # the other on 2 cores, 2.4 s side by side). Only the small candidate outputs are kept.
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..cpu import cores
-
-    share = max(1, cores() // 2)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        exact = pool.submit(run_candidate, MODE_LEVELS[mode], names, share)
-        fast = pool.submit(run_candidate, MODE_LEVELS[OPTIMIZED], [first], share)
-        judge_main(exact.result())
-        judge_optimized(fast.result())
+    # The optimized numbers' images: the first batches up to optimized_images.
+    taken, subset = 0, 0
+    for ref_out in references:
+        if optimized_images is not None and taken >= optimized_images:
+            break
+        taken, subset = taken + len(ref_out[first]), subset + 1
+    result.optimized = OutputComparison(first)
+    result.exact_on_optimized = OutputComparison(first) if subset < len(references) else None
+    exact_session = session_for(MODE_LEVELS[EXACT])
+    together = _float_weight_bytes(candidate_model) <= SIDE_BY_SIDE_WEIGHT_BYTES
+    fast_session = session_for(MODE_LEVELS[OPTIMIZED]) if together else None
+    exact = list(run_concurrently(exact_session, names, (x for x, _ in again()), workers))
+    del exact_session
+    fast_session = fast_session or session_for(MODE_LEVELS[OPTIMIZED])
+    fast = list(run_concurrently(fast_session, [first], (x for x, _ in islice(again(), subset)), workers))
+    _judge(result, references, labels_seen, exact, names)
+    for ref_out, out, exact_out, labels in zip(references, fast, exact, labels_seen):
+        result.optimized.update(ref_out[first], out[0])
+        if result.exact_on_optimized is not None:
+            result.exact_on_optimized.update(ref_out[first], exact_out[0])
+        if labels is not None:
+            result.optimized_labelled += len(labels)
+            result.optimized_correct += int((out[0].argmax(1) == labels).sum())
+            result.exact_correct_on_optimized += int((exact_out[0].argmax(1) == labels).sum())
     return result
+
+
+def _judge(result: Evaluation, references: list, labels_seen: list, outputs: list, names: list[str]) -> None:
+    """The main comparison: each batch's outputs (in `names` order) against the FP32 ones."""
+    first = names[0]
+    for ref_out, out, labels in zip(references, outputs, labels_seen):
+        out = dict(zip(names, out))
+        for name in names:
+            result.comparisons[name].update(ref_out[name], out[name])
+        if labels is not None:
+            result.candidate_correct += int((out[first].argmax(1) == labels).sum())

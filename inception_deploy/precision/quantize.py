@@ -16,18 +16,25 @@ from .int8 import SENSITIVITY_IMAGES
 from .result import QuantizeResult, default_output
 
 PRECISIONS = ("int8", "fp16")
-# The built-in comparison's image count: held-out data up to EVAL_MAX_IMAGES (the recipe's
-# data.max_images decides over it); the calibration data itself (in-sample, a sanity check
-# only) one comparison batch, IN_SAMPLE_IMAGES at most: each image goes through three sessions
-# (FP32, the exact Q/DQ mode and ORT's optimized one), and on Inception v3 at 299 the 32 images
-# of the old bound took 12.9 s of a 61 s quantize (64 images, a quiet machine).
-EVAL_MAX_IMAGES = 500
+# The built-in comparison's image count: held-out data up to EVAL_MAX_IMAGES (eval_images, then
+# the recipe's data.max_images, decide over it; `validate` runs on all); the calibration data
+# itself (in-sample, a sanity check only) IN_SAMPLE_IMAGES and EVAL_BATCH_BYTES at most: each
+# image goes through the FP32 graph and the exact Q/DQ mode (and the first ones through ORT's
+# optimized mode too). On Inception v3 at 299 the 32 images of an old in-sample bound took
+# 12.9 s of a 61 s quantize (64 images, a quiet machine); on the digits GoogLeNet all 450
+# held-out images took 3.0 s of 7.0 at 64 calibration images, 256 of them 1.9 s.
+EVAL_MAX_IMAGES = 256
 IN_SAMPLE_IMAGES = 32
-EVAL_BATCH_BYTES = 8 << 20  # input bytes a comparison batch: ORT's arena grows with the batch (v3: 7 images)
-# At most this many images a comparison batch: the Q/DQ graph's two sessions run side by side
-# (evaluate.py), and on the digits GoogLeNet batches of 32 were both faster and smaller than 64
-# (450 images: 3.3 s and 380 MB peak against 4.2 s and 500 MB; 16: 3.8 s, 330 MB).
-EVAL_BATCH_MAX = 32
+EVAL_KEEP_BYTES = 64 << 20  # the comparison's preprocessed images are kept up to this size
+# Input bytes of a comparison batch, and of the whole in-sample check: ORT's arena grows with
+# the batch (Inception v3 at 299: 7 images).
+EVAL_BATCH_BYTES = 8 << 20
+# At most this many images a comparison batch. The Q/DQ graph's batches run two at a time
+# (evaluate.py); on the digits GoogLeNet, 256 images, batches of 16 took the same time as 32
+# (2.0-2.2 s) with 137-143 MB added to the peak RSS against 164-180. (When its two modes ran
+# one after the other, 32 had been both faster and smaller than 64: 3.3 s and 380 MB against
+# 4.2 s and 500 MB, on 450 images.)
+EVAL_BATCH_MAX = 16
 # The quantize flags, by the recipe key each one overrides.
 FLAGS = {"calibration.data": "--calib-data", "calibration.count": "--calib-count",
          "calibration.method": "--calib-method", "precision.int8.accuracy_budget": "--accuracy-budget",
@@ -41,7 +48,7 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
                   allow_fewer: bool = False, sensitivity_images: int = SENSITIVITY_IMAGES,
                   bias_correction: Optional[bool] = None, equalize: Optional[bool] = None,
                   preprocessing: Optional[dict] = None, eval_data=None,
-                  target: Optional[str] = None) -> QuantizeResult:
+                  target: Optional[str] = None, eval_images: Optional[int] = None) -> QuantizeResult:
     """FP32 ONNX -> INT8 (Q/DQ) or FP16 ONNX, compared with the FP32 graph on the data at hand.
 
     recipe: a Recipe, a bundled name or a YAML path; None: the one the input's manifest names.
@@ -55,7 +62,8 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
     written there. preprocessing: recipe keys the preprocessing flags set
     (graph_recipe.preprocessing_overrides); for a graph with no recipe they and the graph make one.
     eval_data: the held-out images of the built-in comparison (default: the recipe's
-    data.validation, else the calibration data, said to be in-sample)."""
+    data.validation, else the calibration data, said to be in-sample); eval_images: at most that
+    many of them (default: the recipe's data.max_images, else EVAL_MAX_IMAGES)."""
     from ..artifact import load_onnx, save_onnx
     from ..graph_recipe import recipe_for_graph
 
@@ -81,7 +89,7 @@ def quantize_onnx(input_path, output_path=None, recipe=None, precision: str = "i
     else:
         result, details, inputs, writes = _int8(artifact, recipe, output_path, calib_cache, allow_fewer,
                                                 progress, sensitivity_images)
-    _evaluate(result, input_path, recipe, eval_data)  # the FP32 reference: the input file
+    _evaluate(result, input_path, recipe, eval_data, eval_images)  # the FP32 reference: the input file
     if result.evaluation is not None:
         details["comparison"] = result.evaluation.summary()
     result.manifest = _manifest(artifact, recipe, precision, inputs, details)
@@ -154,7 +162,7 @@ def _int8(artifact, recipe, output_path: Path, calib_cache, allow_fewer: bool, p
     return result, details, {"calibration_cache_sha256": sha256_json(cache.to_json())}, job.writes
 
 
-def _evaluate(result: QuantizeResult, model, recipe, eval_data=None) -> None:
+def _evaluate(result: QuantizeResult, model, recipe, eval_data=None, eval_images: Optional[int] = None) -> None:
     """The FP32 graph (`model`: its file or proto) against the new one on `eval_data`, else the
     recipe's validation data, else the calibration data (marked in-sample, and on fewer images)."""
     from ..data import choose_indices, open_dataset
@@ -167,14 +175,18 @@ def _evaluate(result: QuantizeResult, model, recipe, eval_data=None) -> None:
     in_sample = source == str(recipe.calibration.data)
     dataset = open_dataset(source, recipe.preprocessing)
     height, width = recipe.input_hw
-    batch = max(1, min(EVAL_BATCH_MAX, EVAL_BATCH_BYTES // (3 * 4 * height * width)))
-    limit = min(IN_SAMPLE_IMAGES, batch) if in_sample else EVAL_MAX_IMAGES
-    count = min(len(dataset), recipe.data.max_images or limit)
+    fit = max(1, EVAL_BATCH_BYTES // (3 * 4 * height * width))  # images in EVAL_BATCH_BYTES of input
+    batch = min(EVAL_BATCH_MAX, fit)
+    limit = min(IN_SAMPLE_IMAGES, fit) if in_sample else EVAL_MAX_IMAGES
+    count = min(len(dataset), eval_images or recipe.data.max_images or limit)
     indices = choose_indices(dataset, count, seed=0)
+
     def batches():  # read once per session (evaluate runs them one after another)
         return ((x, y) for x, y, _ in dataset.batches(recipe.preprocessing, batch, indices))
 
-    result.evaluation = evaluate(model, result.model, batches, source, in_sample=in_sample)
+    # Read and preprocessed once when they are small (450 digits: 22 MB, 0.2 s a reading).
+    kept = batches if count * 3 * 4 * height * width > EVAL_KEEP_BYTES else list(batches())
+    result.evaluation = evaluate(model, result.model, kept, source, in_sample=in_sample)
 
 
 def _manifest(artifact, recipe, precision: str, inputs: dict, details: dict) -> dict:
