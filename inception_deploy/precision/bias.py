@@ -252,14 +252,6 @@ def _segment_model(quantized, nodes, inputs: list[str], outputs: list[str], type
     return model
 
 
-# From this many batches on, a segment runs single-threaded, a batch on each core at once
-# (onnxruntime_backend.run_concurrently: the unoptimized kernels scale poorly over intra-op
-# threads). Digits GoogLeNet, 2 cores: 256 images (24 batches) 1.9-2.1 s against 2.4 s for one
-# 2-thread session; 64 images (6 batches) the same time within the noise, and 25-30 MB more
-# peak RSS (two batches' buffers in ORT's arena).
-CONCURRENT_FROM_BATCHES = 12
-
-
 class _Spilled:
     """Per-batch tensors on disk (a scratch folder), read back batch by batch, each minus its
     tensor's correction: the outputs later segments read, for every image, out of memory (on
@@ -308,8 +300,7 @@ def measure_bias_corrections(float_model, quantized, inputs: np.ndarray, progres
     ONNX Q/DQ semantics TensorRT implements (evaluate.py)."""
     import onnx
 
-    from ..backends.onnxruntime_backend import create_session, run_concurrently
-    from ..cpu import cores
+    from ..backends.onnxruntime_backend import create_session
     from ..fileio import scratch_dir
     from ..progress import track
 
@@ -337,15 +328,12 @@ def measure_bias_corrections(float_model, quantized, inputs: np.ndarray, progres
                                                   "each over the calibration images once"):
             if not makes:
                 continue
-            many = len(starts) >= CONCURRENT_FROM_BATCHES
-            sess = create_session(_segment_model(quantized, nodes, needs, makes, types), optimization="disable",
-                                  threads=1 if many else None)
+            sess = create_session(_segment_model(quantized, nodes, needs, makes, types), optimization="disable")
             measured = [layer for layer in (n.name for n in nodes) if layer in divisors and depths.get(layer) == k]
             sums = {layer: 0.0 for layer in measured}
             counts = dict.fromkeys(measured, 0)
-            feeds = ({name: store.get(name, b) for name in needs} for b in range(len(starts)))
-            for made in run_concurrently(sess, makes, feeds, cores() if many else 1):
-                values = dict(zip(makes, made))
+            for b in range(len(starts)):
+                values = dict(zip(makes, sess.run(makes, {name: store.get(name, b) for name in needs})))
                 for layer in measured:
                     value = values[outputs[layer]]
                     sums[layer] = sums[layer] + _channel_sums(value)
