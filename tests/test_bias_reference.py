@@ -75,3 +75,25 @@ def test_the_calibration_pass_averages_exactly_the_chosen_images():
     np.testing.assert_allclose(got["x"], rows.mean(axis=0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["r1"], r1.mean(axis=0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["f"], f.mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_spilled_outputs_read_back_the_same_from_memory_and_from_disk(tmp_path):
+    """Bias correction's store of segment outputs: the first bytes stay in memory, the rest go to
+    disk; either way a read is the batch minus its tensor's correction, and reading a held batch
+    twice (two later segments) gives the same values both times."""
+    from inception_deploy.precision.bias import _Spilled
+
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((2, 3, 4, 4)).astype(np.float32) for _ in range(4)]
+    store = _Spilled(tmp_path, memory_bytes=2 * batches[0].nbytes)  # two batches held, two on disk
+    for batch in batches:
+        store.put("t", batch.copy())
+    assert store.held == 2 * batches[0].nbytes and (tmp_path / "0.bin").stat().st_size == 2 * batches[0].nbytes
+    shift = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+    store.shifts["t"] = shift
+    for number, batch in enumerate(batches):
+        want = batch - shift.reshape(1, 3, 1, 1)
+        assert np.array_equal(store.get("t", number), want)
+        assert np.array_equal(store.get("t", number), want)  # not shifted twice
+    store.drop("t")
+    assert store.held == 0 and not (tmp_path / "0.bin").exists()
