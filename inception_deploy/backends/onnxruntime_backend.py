@@ -70,9 +70,10 @@ def run_batched(session, inputs: np.ndarray, batch_size: int = 64) -> dict[str, 
 
 
 def run_concurrently(session, wanted: list[str], feeds: Iterable, workers: int):
-    """Yield `session.run(wanted, feed)` for each feed, in order, up to `workers` runs at once.
+    """Yield `session.run(wanted)` on each array of `feeds` (the session's first input), in
+    order, up to `workers` runs at once.
 
-    `feeds`: input arrays (for the session's first input) or feed dicts. ONNX Runtime's Run is
+    ONNX Runtime's Run is
     thread-safe and releases the GIL, so a single-threaded session run from `workers` threads
     uses that many cores. Its unoptimized kernels (the exact Q/DQ mode) scale poorly over
     intra-op threads: 450 digits through the INT8 GoogLeNet took 2.0-2.2 s with 2 threads,
@@ -83,17 +84,16 @@ def run_concurrently(session, wanted: list[str], feeds: Iterable, workers: int):
     from concurrent.futures import ThreadPoolExecutor
 
     name = session.get_inputs()[0].name
-    as_feed = (lambda f: f if isinstance(f, Mapping) else {name: f})
     if workers <= 1:
-        for feed in feeds:
-            yield session.run(wanted, as_feed(feed))
+        for x in feeds:
+            yield session.run(wanted, {name: x})
         return
     pending = deque()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for feed in feeds:
+        for x in feeds:
             if len(pending) >= workers:
                 yield pending.popleft().result()
-            pending.append(pool.submit(session.run, wanted, as_feed(feed)))
+            pending.append(pool.submit(session.run, wanted, {name: x}))
         while pending:
             yield pending.popleft().result()
 

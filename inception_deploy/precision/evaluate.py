@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
 
 from ..compare import OutputComparison
 
@@ -31,20 +30,12 @@ MODE_TEXT = {EXACT: "exact Q/DQ semantics: ONNX Runtime with graph optimizations
              OPTIMIZED: "ONNX Runtime with its graph optimizations on"}
 
 
-# The Q/DQ graph's two sessions are alive at once only for weights up to this size as float:
-# the exact mode dequantizes every weight at run time, and on Inception v3 (95 MB) the second
-# session raised quantize's peak RSS from 756 to 961 MB for 7 images.
-SIDE_BY_SIDE_WEIGHT_BYTES = 64 << 20
 # ORT's optimized numbers (informational, never judged) are measured on the first images, at
 # least this many (whole batches), and the exact mode's numbers on the same images stand beside
 # them. Over all 450 held-out digits the optimized session cost as much as the exact one
 # (2.7 s of one core each), the largest part of quantize's time on the digits GoogLeNet; on 64
 # it costs 0.25 s.
 OPTIMIZED_IMAGES = 64
-
-
-def _float_weight_bytes(model) -> int:
-    return sum(4 * int(np.prod(init.dims, dtype=np.int64)) for init in model.graph.initializer)
 
 
 def has_qdq(model) -> bool:
@@ -197,13 +188,12 @@ def evaluate(reference_model, candidate_model, batches, source: str, in_sample: 
         taken, subset = taken + len(ref_out[first]), subset + 1
     result.optimized = OutputComparison(first)
     result.exact_on_optimized = OutputComparison(first) if subset < len(references) else None
-    exact_session = session_for(MODE_LEVELS[EXACT])
-    together = _float_weight_bytes(candidate_model) <= SIDE_BY_SIDE_WEIGHT_BYTES
-    fast_session = session_for(MODE_LEVELS[OPTIMIZED]) if together else None
-    exact = list(run_concurrently(exact_session, names, (x for x, _ in again()), workers))
-    del exact_session
-    fast_session = fast_session or session_for(MODE_LEVELS[OPTIMIZED])
-    fast = list(run_concurrently(fast_session, [first], (x for x, _ in islice(again(), subset)), workers))
+    # One session at a time: the exact mode dequantizes every weight at run time, and on
+    # Inception v3 (95 MB) a second session alive beside it raised quantize's peak RSS from 756
+    # to 961 MB for 7 images.
+    exact = list(run_concurrently(session_for(MODE_LEVELS[EXACT]), names, (x for x, _ in again()), workers))
+    fast = list(run_concurrently(session_for(MODE_LEVELS[OPTIMIZED]), [first],
+                                 (x for x, _ in islice(again(), subset)), workers))
     _judge(result, references, labels_seen, exact, names)
     for ref_out, out, exact_out, labels in zip(references, fast, exact, labels_seen):
         result.optimized.update(ref_out[first], out[0])
