@@ -16,6 +16,7 @@ from inception_deploy.errors import UserError
 from inception_deploy.precision import quantize_onnx
 from inception_deploy.precision.cache import BUNDLED_DIR, graph_sha256, read_cache, tensorrt_cache_text
 from inception_deploy.precision.calibrators import EntropyCalibrator, MaxCalibrator, MseCalibrator, PercentileCalibrator
+from inception_deploy.precision.calibrators.entropy import _divergence_from_groups
 from inception_deploy.precision.statistics import TensorStats
 
 
@@ -191,6 +192,43 @@ def test_vectorized_entropy_search_equals_the_candidate_loop():
     finite = np.isfinite(expected)
     assert np.allclose(got[finite], np.array(expected)[finite], rtol=1e-6, atol=1e-9)
     assert calibrator.amax(stats) == pytest.approx(ends[int(np.argmin(expected))] * stats.width)
+
+
+def _dense_divergences(hist: np.ndarray, ends: np.ndarray, levels: int) -> np.ndarray:
+    """The KL search with every (candidate, group) pair's term computed in one array: what
+    EntropyCalibrator._divergences must reproduce bit for bit (it computes each group's term
+    once per width and start)."""
+    h = hist.astype(np.float64)
+    prefix = np.concatenate([[0.0], np.cumsum(h)])
+    nonempty = np.concatenate([[0.0], np.cumsum(h > 0).astype(np.float64)])
+    bounds = (np.arange(levels + 1)[None, :] * ends[:, None] + levels - 1) // levels
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sums = np.diff(prefix[bounds], axis=1)
+        mean = sums / np.maximum(np.diff(nonempty[bounds], axis=1), 1.0)
+        cross = (sums * np.log(np.maximum(mean, 1e-300))).sum(axis=1)
+    q_last = mean[np.arange(len(ends)), ((ends - 1) * levels) // ends]
+    return _divergence_from_groups(h, prefix, ends, cross, q_last)
+
+
+@pytest.mark.parametrize("ends_kind", ["strided", "irregular"])
+def test_entropy_search_terms_per_width_equal_every_pair_bit_for_bit(ends_kind):
+    """The search's shared per-(width, start) terms change no divergence: the same bits as
+    computing every (candidate, group) pair, on a long-tailed 4096-bin histogram (the size
+    calibration makes), for the strided candidates amax uses and for irregular ones that
+    start below `levels` (groups of width 0)."""
+    rng = np.random.default_rng(5)
+    stats = TensorStats("t", bins=4096)
+    stats.update(np.abs(rng.standard_t(2, size=200_000)).astype(np.float32))
+    hist = stats.used_histogram()[0]
+    calibrator = EntropyCalibrator()
+    if ends_kind == "strided":
+        ends = np.arange(calibrator.start_bin, hist.size + 1, 2)
+    else:
+        ends = np.sort(rng.choice(np.arange(2, hist.size + 1), 500, replace=False))
+    expected = _dense_divergences(hist, ends, calibrator.levels)
+    got = calibrator._divergences(hist, ends)
+    assert np.isfinite(expected).sum() >= 50  # real divergences compared, not only the infinite ones
+    assert got.tobytes() == expected.tobytes()
 
 
 def test_bias_corrections_are_measured_once_then_reused_from_the_cache(digits_opt_onnx, digits_recipe, tmp_path):

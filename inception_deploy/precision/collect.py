@@ -173,6 +173,7 @@ def calibrate(model, recipe, images, method: str, tensors: list[str], progress: 
     for the graph `serves` (default `model`: an equalized graph's cache serves its input graph,
     whose scales it stores; that graph or its graph_sha256). `means` gathers layer-input means on the way (InputMeans).
     `session`, `scales` (collect_statistics) with `batch` (its images a run) reuse another pass's session."""
+    from ..cpu import thread_pool
     from .cache import CalibrationCache, TensorRange
     from .calibrators import make_calibrator
 
@@ -182,7 +183,11 @@ def calibrate(model, recipe, images, method: str, tensors: list[str], progress: 
     stats = collect_statistics(model, tensors, batches, histogram=calibrator.needs_histogram, bins=2 * cfg.bins,
                                progress=progress, total=len(images.info.items), means=means, session=session,
                                scales=scales)
-    ranges = {t: TensorRange(float(calibrator.amax(s)), float(s.absmax), s.min) for t, s in stats.items()}
+    # A tensor per core at a time (numpy releases the GIL in the searches' array operations):
+    # the 82 digits GoogLeNet tensors took 1.21-1.24 s for MSE on one core, 0.58-0.68 s on
+    # two; entropy 0.15-0.20 s either way.
+    amax = thread_pool().map(lambda s: float(calibrator.amax(s)), stats.values())
+    ranges = {t: TensorRange(a, float(s.absmax), s.min) for (t, s), a in zip(stats.items(), amax)}
     log.info("calibrated %d tensors on %d images of %s (%s)", len(tensors), images.info.used, images.source, method)
     return CalibrationCache.new(model if serves is None else serves, recipe, method, calibrator.params(), ranges,
                                 images.info)
