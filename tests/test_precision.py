@@ -21,7 +21,7 @@ def int8_result(digits_opt_onnx, tmp_path_factory):
     """INT8 of the optimized graph (what `run` quantizes) with the committed entropy cache
     (calibration/googlenet-digits.calib.json)."""
     out = tmp_path_factory.mktemp("int8") / "googlenet-digits.int8.onnx"
-    # CI's accuracy gate: every held-out digit (quantize's own default compares on 256 of them).
+    # CI's accuracy gate: every held-out digit (quantize's own default compares on 128 of them).
     return quantize_onnx(digits_opt_onnx, out, progress=False, eval_images=HELD_OUT)
 
 
@@ -183,10 +183,10 @@ def test_cli_quantize_prints_comparison(digits_opt_onnx, tmp_path):
     result = CliRunner().invoke(main, ["quantize", str(digits_opt_onnx), "--int8", "-o", str(out), "-q"])
     assert result.exit_code == 0, result.output
     # The built-in comparison's default bound (EVAL_MAX_IMAGES), ORT's optimized numbers on its first images.
-    assert "FP32 vs INT8 on 256 images of digits-holdout" in result.output
+    assert "FP32 vs INT8 on 128 images of digits-holdout" in result.output
     assert "  ONNX Runtime with its graph optimizations on (differs, first 64 images; not what TensorRT computes)" \
         in result.output
-    assert "top-1 accuracy FP32 97." in result.output
+    assert "top-1 accuracy FP32 98.44%" in result.output
     assert out.is_file() and (tmp_path / "cli.calib.json").is_file()
     # Equalized (the default): TensorRT's text cache would carry the equalized graph's scales.
     assert not (tmp_path / "cli.calib.trt.txt").exists()

@@ -33,7 +33,7 @@ from .options import (FROM_RECIPE, artifact_path, common_options, echo, examples
               show_default="the recipe's data.validation, else the calibration data (reported as in-sample)",
               help="held-out images for the FP32 comparison")
 @click.option("--eval-images", type=click.IntRange(min=1), default=None, metavar="N",
-              show_default="the recipe's data.max_images, else 256",
+              show_default="the recipe's data.max_images, else 128",
               help="compare on at most N of them (`validate` runs on all)")
 @click.option("--for", "target", type=click.Choice(["tensorrt", "ort-cpu"]), default=None,
               show_default=f"{FROM_RECIPE}, tensorrt",
