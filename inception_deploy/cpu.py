@@ -1,8 +1,9 @@
 """The cores this process may use, and one shared thread pool for numpy work (stage: all).
 
 numpy releases the GIL in its array operations, so work split into chunks runs on every
-core from threads (the entropy calibrator's KL search). ONNX Runtime sessions are sized from
-`cores()` too (backends/onnxruntime_backend.create_session callers).
+core from threads (the calibrators' threshold searches, a tensor per core:
+collect.calibrate). ONNX Runtime sessions are sized from `cores()` too
+(backends/onnxruntime_backend.create_session callers).
 """
 
 from __future__ import annotations
