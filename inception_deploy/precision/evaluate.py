@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-
 from ..compare import OutputComparison
 
 EXACT, OPTIMIZED = "exact", "ort-optimized"
