@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -592,16 +593,36 @@ def test_output_under_a_file_is_refused_before_the_work(tmp_path):
     assert blocker.read_text() == "x"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; needs an unprivileged user")
-def test_read_only_output_folder_is_refused_before_the_work(tmp_path):
-    folder = tmp_path / "read-only"
+@contextlib.contextmanager
+def read_only_folder(folder: Path):
+    """`folder` unwritable for this process while the block runs: mode 555 for a user; for root,
+    who writes through modes, the immutable attribute (chattr +i), which the kernel refuses
+    even root's writes under. Skips where neither can be set."""
     folder.mkdir()
-    folder.chmod(0o555)
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("running as root, and this file system takes no immutable attribute (chattr +i): "
+                    "no folder is read-only for root here")
     try:
+        yield folder
+    finally:
+        subprocess.run([chattr, "-i", str(folder)], check=True)
+
+
+def test_read_only_output_folder_is_refused_before_the_work(tmp_path):
+    with read_only_folder(tmp_path / "read-only") as folder:
+        with pytest.raises(PermissionError):  # the folder is really unwritable, whoever runs the test
+            (folder / "probe").write_text("x")
         assert one_line_error(invoke("export", "-q", "-o", folder / "out")) == (
             f"{folder / 'out'}: cannot be written: {folder} is read-only for this user; choose another output path")
-    finally:
-        folder.chmod(0o755)
+        assert list(folder.iterdir()) == []
 
 
 def test_merge_of_a_report_without_its_keys(tmp_path):
