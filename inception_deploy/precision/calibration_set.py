@@ -101,10 +101,16 @@ class CalibrationSet:
     def array(self, count: int) -> np.ndarray:
         """A class-balanced `count` of these images in memory (the first `count` the seed picks:
         a subset of the set), for steps that go over them many times (bias correction)."""
+        return self.rows(count)[0]
+
+    def rows(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """array(count), and the dataset index of each of its rows (unreadable images are skipped)."""
         chosen = self._choose(count)
         during = self.batch_indices  # a pass's record stays as it was
+        self.batch_indices = []
         try:
-            return self._array(chosen)
+            images = self._array(chosen)
+            return images, np.concatenate(self.batch_indices).astype(np.int64)
         finally:
             self.batch_indices = during
 

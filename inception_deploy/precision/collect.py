@@ -5,13 +5,15 @@ One ONNX Runtime session whose outputs include every tensor to calibrate is run 
 batch; each batch is folded into statistics.TensorStats and dropped, so memory depends on
 the batch size, never on the number of images. Concat outputs whose inputs are calibrated
 are derived from their inputs' statistics instead of measured (exact; see derived_concats).
+Batches equalization's pass already ran on the same session are read back from its record
+instead of run again (recorded.py).
 """
 
 from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -48,6 +50,18 @@ def derived_concats(model, tensors: Iterable[str]) -> dict[str, tuple[list[str],
         if axis >= 1 and node.input and all(name in wanted for name in node.input):
             derived[node.output[0]] = (list(node.input), axis)
     return derived
+
+
+def fetched_outputs(model, tensors: Iterable[str], averaged: Iterable[str] = (), derive_concats: bool = True
+                    ) -> list[str]:
+    """The tensors collect_statistics has ORT return: those of `tensors` not derived from
+    others (derived_concats), then the `averaged` ones (InputMeans), graph inputs included
+    (the caller feeds those)."""
+    tensors = list(tensors)
+    derived = derived_concats(model, tensors) if derive_concats else {}
+    graph_inputs = {i.name for i in model.graph.input}
+    measured = [t for t in dict.fromkeys(tensors) if t not in derived]
+    return list(dict.fromkeys(measured + [t for t in averaged if t not in graph_inputs]))
 
 
 def per_image_bytes(model, tensors: Iterable[str]) -> int:
@@ -101,7 +115,8 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
                        bins: int = 4096, progress: bool = False, total: Optional[int] = None,
                        threads: Optional[int] = None, derive_concats: bool = True,
                        means: Optional[InputMeans] = None, session=None,
-                       scales: Optional[dict[str, np.ndarray]] = None) -> dict[str, TensorStats]:
+                       scales: Optional[dict[str, np.ndarray]] = None, recorded=None,
+                       batch_indices: Optional[Callable[[], list]] = None) -> dict[str, TensorStats]:
     """One pass: run `model` (an FP32 onnx.ModelProto) on each batch with every tensor in
     `tensors` added as an output, and fold each batch into that tensor's statistics.
     With `derive_concats`, Concat outputs whose inputs are all calibrated are not measured but
@@ -109,7 +124,10 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
     per-position means over chosen images the same pass also gathers (they are returned too).
     `session`: a session of `model` (or of a graph `scales` turns into it) that returns every
     tensor needed; `scales`: tensor -> per-channel factors applied to its values first
-    (equalize.tensor_scales: the equalized graph's statistics from the input graph's pass)."""
+    (equalize.tensor_scales: the equalized graph's statistics from the input graph's pass).
+    `recorded`: a recorded.RecordedOutputs of `session`'s outputs (fetched_outputs) for some
+    batches, which are read back instead of run; `batch_indices` gives each batch's dataset
+    indices (CalibrationSet.batch_indices) to find them by."""
     from ..backends.onnxruntime_backend import create_session
     from ..cpu import cores, release_free_memory
     from ..progress import track
@@ -117,8 +135,7 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
     derived = derived_concats(model, tensors) if derive_concats else {}
     graph_inputs = {i.name for i in model.graph.input}
     measured = [t for t in dict.fromkeys(tensors) if t not in derived]
-    averaged = [t for t in (means.tensors if means else []) if t not in graph_inputs]
-    returned = list(dict.fromkeys(measured + averaged))
+    returned = fetched_outputs(model, tensors, means.tensors if means else (), derive_concats)
     # ORT's workers do not spin: a spinning worker burns the core the fold thread (below) needs.
     # Inception v3, 64 images, 2 cores, a quiet machine: 2 non-spinning threads 7.4-8.0 s, 1
     # thread 8.9-9.8 s (ORT waits on the fold less than the fold waits on ORT); ORT's default
@@ -152,27 +169,43 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
     # batch k into the histograms, so the two use the two cores side by side (numbers in
     # benchmarks/README.md). At most two batches of outputs are alive at once, whatever the
     # number of images.
+    def outputs_of(batch: np.ndarray, number: int) -> list:
+        """The batch's outputs: read back when the pass before recorded them, else run."""
+        found = recorded.take(batch_indices()[number]) if recorded is not None and batch_indices else None
+        if found is not None and all(name in found for name in wanted):
+            reused[0] += 1
+            return [found[name] for name in wanted]
+        return session.run(wanted, {input_name: batch})
+
+    reused = [0]
+
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
-        for batch in track(batches, "calibrating", total, progress, size=len,
-                           about="one ONNX Runtime pass over the images, statistics of every quantized tensor"):
-            running = pool.submit(session.run, wanted, {input_name: batch})
+        for number, batch in enumerate(track(batches, "calibrating", total, progress, size=len,
+                                             about="one ONNX Runtime pass over the images, statistics of every "
+                                                   "quantized tensor")):
+            running = pool.submit(outputs_of, batch, number)
             if pending is not None:
                 fold(pending[0], pending[1].result())
             pending = (batch, running)
         if pending is not None:
             fold(pending[0], pending[1].result())
+    if recorded is not None:
+        log.info("calibration read %d of %d batches back from the pass before (recorded outputs)", reused[0],
+                 folded[0])
     for name, (inputs, axis) in derived.items():
         stats[name] = TensorStats.concatenated(name, [stats[i] for i in inputs])
     return {t: stats[t] for t in tensors}
 
 
 def calibrate(model, recipe, images, method: str, tensors: list[str], progress: bool = True, serves=None,
-              means: Optional[InputMeans] = None, session=None, scales: Optional[dict] = None, batch: int = 0):
+              means: Optional[InputMeans] = None, session=None, scales: Optional[dict] = None, batch: int = 0,
+              recorded=None):
     """Stream `images` (a CalibrationSet) through `model` once and return a CalibrationCache
     for the graph `serves` (default `model`: an equalized graph's cache serves its input graph,
     whose scales it stores; that graph or its graph_sha256). `means` gathers layer-input means on the way (InputMeans).
-    `session`, `scales` (collect_statistics) with `batch` (its images a run) reuse another pass's session."""
+    `session`, `scales` (collect_statistics) with `batch` (its images a run) reuse another pass's session,
+    and `recorded` its outputs (collect_statistics)."""
     from ..cpu import thread_pool
     from .cache import CalibrationCache, TensorRange
     from .calibrators import make_calibrator
@@ -182,7 +215,7 @@ def calibrate(model, recipe, images, method: str, tensors: list[str], progress: 
     batches = images.batches(batch or calibration_batch_size(model, tensors, cfg.batch_size))
     stats = collect_statistics(model, tensors, batches, histogram=calibrator.needs_histogram, bins=2 * cfg.bins,
                                progress=progress, total=len(images.info.items), means=means, session=session,
-                               scales=scales)
+                               scales=scales, recorded=recorded, batch_indices=lambda: images.batch_indices)
     # A tensor per core at a time (numpy releases the GIL in the searches' array operations):
     # the 82 digits GoogLeNet tensors took 1.21-1.24 s for MSE on one core, 0.58-0.68 s on
     # two; entropy 0.15-0.20 s either way.

@@ -24,7 +24,7 @@ through Concat.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -107,34 +107,42 @@ def _channel_absmax(value: np.ndarray) -> np.ndarray:
     return np.maximum(high.reshape(channels, -1).max(axis=1), -low.reshape(channels, -1).min(axis=1))
 
 
-def channel_absmax(model, tensors: list[str], batches: Iterable[np.ndarray], session=None) -> dict[str, np.ndarray]:
+def channel_absmax(model, tensors: list[str], batches: Iterable[np.ndarray], session=None,
+                   record: Optional[tuple[list[str], Callable[[int, dict], None]]] = None) -> dict[str, np.ndarray]:
     """Per-channel max |x| of each tensor over the images (one streamed ORT pass: memory does
     not grow with the number of images). As in collect.collect_statistics, ORT runs batch
     k + 1 in a worker thread (non-spinning threads, one per core) while this thread reduces
-    batch k. `session`: a session of `model` that already returns `tensors` (else one is made)."""
+    batch k. `session`: a session of `model` that already returns `tensors` (else one is made).
+    `record`: (names, keep): the session returns these too, and keep(k, {name: array}) gets
+    them for the k-th batch (int8.equalize records what calibration would run again)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..backends.onnxruntime_backend import create_session
     from ..cpu import cores
 
-    sess = session or create_session(model, threads=cores(), spinning=False, extra_outputs=tensors)
+    kept, keep = record if record is not None else ([], None)
+    fetched = list(dict.fromkeys(list(tensors) + list(kept)))
+    sess = session or create_session(model, threads=cores(), spinning=False, extra_outputs=fetched)
     input_name = sess.get_inputs()[0].name
     result: dict[str, np.ndarray] = {}
 
-    def fold(outputs) -> None:
-        for name, value in zip(tensors, outputs):
-            part = _channel_absmax(value)
+    def fold(number: int, outputs) -> None:
+        values = dict(zip(fetched, outputs))
+        for name in tensors:
+            part = _channel_absmax(values[name])
             result[name] = part if name not in result else np.maximum(result[name], part)
+        if keep is not None:
+            keep(number, {name: values[name] for name in kept})
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
-        for batch in batches:
-            running = pool.submit(sess.run, tensors, {input_name: batch})
+        for number, batch in enumerate(batches):
+            running = pool.submit(sess.run, fetched, {input_name: batch})
             if pending is not None:
-                fold(pending.result())
+                fold(number - 1, pending.result())
             pending = running
         if pending is not None:
-            fold(pending.result())
+            fold(number, pending.result())
     return result
 
 
@@ -144,14 +152,15 @@ def measured_tensors(model, scalable: Optional[list[ScalableChannels]] = None) -
 
 
 def equalization_scales(model, batches: Iterable[np.ndarray], strength: float = 0.5, max_scale: float = 16.0,
-                        session=None) -> dict[str, np.ndarray]:
+                        session=None, record=None) -> dict[str, np.ndarray]:
     """Conv name -> per-output-channel scale s_i >= 1, from the channel ranges on `batches`.
-    `session`: a session of `model` returning at least measured_tensors(model)."""
+    `session`: a session of `model` returning at least measured_tensors(model); `record`: as
+    channel_absmax's."""
     from .placement import plan_quantization
 
     scalable = find_scalable(model)
     tensors = measured_tensors(model, scalable)
-    ranges = channel_absmax(model, tensors, batches, session)
+    ranges = channel_absmax(model, tensors, batches, session, record)
     plan = plan_quantization(model)
     group_range: dict[str, float] = {}
     for tensor in tensors:

@@ -44,6 +44,7 @@ class Int8Job:
     pass_session: object = None  # the input graph's session, shared by equalization's pass and calibration's
     pass_scales: Optional[dict] = None  # tensor -> channel factors turning its values into the equalized graph's
     pass_batch: int = 0  # images a run of pass_session
+    recorded: object = None  # recorded.RecordedOutputs: equalization's outputs, read back by calibration
     rules: list = field(default_factory=list)
     sensitivity: object = None  # sensitivity.SensitivityReport
     plan: object = None  # placement.QuantPlan
@@ -55,6 +56,11 @@ class Int8Job:
     writes: list = field(default_factory=list)  # the cache files, written only once the graph is
     _images: object = None  # the CalibrationSet, opened by images()
     model_sha256: str = ""  # the input graph's (cache.graph_sha256): what a cache made now serves
+
+    def close_recorded(self) -> None:
+        if self.recorded is not None:
+            self.recorded.close()
+            self.recorded = None
 
     def explicit(self, key: str) -> bool:
         """Whether the user set this recipe key by a flag (it then decides over stored caches)."""
@@ -140,9 +146,10 @@ def equalize(job: Int8Job) -> None:
     from ..backends.onnxruntime_backend import create_session
     from ..cpu import cores
     from .bias import layer_inputs
-    from .collect import calibration_batch_size
+    from .collect import calibration_batch_size, fetched_outputs
     from .equalize import apply_equalization, equalization_scales, measured_tensors, tensor_scales
     from .image_counts import images_for_channel_statistics
+    from .recorded import RecordedOutputs
 
     job.graph = job.model
     params = job.equalization
@@ -166,11 +173,18 @@ def equalize(job: Int8Job) -> None:
             # A scale needs each channel's |x| max only roughly (it is a square root, clipped,
             # and the calibration after it measures the ranges the scales make): the first
             # images of the choice do, at a fraction of a pass (calibration/README.md).
-            chosen = images.array(count)
-            batches = (chosen[start:start + batch] for start in range(0, count, batch))
+            chosen, rows = images.rows(count)
+            batches = (chosen[start:start + batch] for start in range(0, len(chosen), batch))
+            batch_rows = lambda k: rows[k * batch:(k + 1) * batch]  # noqa: E731
         else:
             batches = images.batches(batch)
-        job.scales = equalization_scales(job.model, batches, **params, session=job.pass_session)
+            batch_rows = lambda k: images.batch_indices[k]  # noqa: E731
+        # What calibration fetches, kept for it: it reads these batches back instead of running them.
+        job.recorded = RecordedOutputs()
+        averaged = list(layer_inputs(job.model).values()) if job.int8.bias_correction else []
+        fetched = [t for t in fetched_outputs(job.model, job.tensors, averaged) if t not in inputs]
+        record = (fetched, lambda k, arrays: job.recorded.put(batch_rows(k), arrays))
+        job.scales = equalization_scales(job.model, batches, **params, session=job.pass_session, record=record)
         job.pass_scales = tensor_scales(job.model, job.scales)
         scales = job.scales
     else:  # the amax were measured on the graph these scales make
@@ -199,8 +213,9 @@ def calibrate(job: Int8Job) -> None:
         means = InputMeans(layer_inputs(job.graph).values(), lambda: images.batch_indices, chosen)
     job.cache = collect_and_calibrate(job.graph, job.recipe, images, job.recipe.calibration.method, job.tensors,
                                       job.progress, serves=job.model_sha256, means=means, session=job.pass_session,
-                                      scales=job.pass_scales, batch=job.pass_batch)
+                                      scales=job.pass_scales, batch=job.pass_batch, recorded=job.recorded)
     job.pass_session = job.pass_scales = None  # the input graph's session goes with its last pass
+    job.close_recorded()
     job.input_means = means
     if job.scales is not None:
         job.cache.equalization = Equalization(job.equalization,
@@ -329,6 +344,7 @@ def quantize_int8(model, recipe, output_path: Path, calib_cache=None, allow_fewe
         for step in STEPS:
             step(job)
     finally:
+        job.close_recorded()
         if job._images is not None:
             job._images.close()  # the spill file
     return job
