@@ -165,10 +165,8 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
         if folded[0] % TRIM_EVERY == 0:
             release_free_memory()
 
-    # ORT runs batch k+1 in a worker thread (it releases the GIL) while this thread folds
-    # batch k into the histograms, so the two use the two cores side by side (numbers in
-    # benchmarks/README.md). At most two batches of outputs are alive at once, whatever the
-    # number of images.
+    reused = [0]  # batches read back
+
     def outputs_of(batch: np.ndarray, number: int) -> list:
         """The batch's outputs: read back when the pass before recorded them, else run."""
         found = recorded.take(batch_indices()[number]) if recorded is not None and batch_indices else None
@@ -177,8 +175,10 @@ def collect_statistics(model, tensors: list[str], batches: Iterable[np.ndarray],
             return [found[name] for name in wanted]
         return session.run(wanted, {input_name: batch})
 
-    reused = [0]
-
+    # ORT runs batch k+1 in a worker thread (it releases the GIL) while this thread folds
+    # batch k into the histograms, so the two use the two cores side by side (numbers in
+    # benchmarks/README.md). At most two batches of outputs are alive at once, whatever the
+    # number of images.
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         for number, batch in enumerate(track(batches, "calibrating", total, progress, size=len,
